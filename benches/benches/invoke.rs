@@ -1,0 +1,197 @@
+//! Cold and warm paths of one invocation, from compile to an HTTP round trip.
+//!
+//! `cargo bench -p edge-benches --bench invoke`
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use edge_benches::{ServedNode, guests};
+use edge_host_api::bindings::FunctionPre;
+use edge_host_api::{Input, Mode, SledStore, Source, StateCtx, StateLimits, StateStore};
+use edge_runtime::engine::{HostState, build_engine, build_linker, new_store, start_epoch_ticker};
+use edge_runtime::{EngineConfig, InvokeRequest, Node, NodeConfig};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use wasmtime::Engine;
+use wasmtime::component::Component;
+
+struct Fixture {
+    engine: Engine,
+    cfg: EngineConfig,
+    pre: FunctionPre<HostState>,
+    state: Arc<dyn StateStore>,
+    name: Arc<str>,
+    _dir: tempfile::TempDir,
+}
+
+fn fixture(pooling: bool) -> Fixture {
+    let cfg = EngineConfig {
+        pooling,
+        ..EngineConfig::default()
+    };
+    let engine = build_engine(&cfg).unwrap();
+    start_epoch_ticker(&engine, cfg.epoch_tick);
+    let linker = build_linker(&engine).unwrap();
+    let component = Component::from_file(&engine, guests::ECHO).unwrap();
+    let pre = FunctionPre::new(linker.instantiate_pre(&component).unwrap()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let state: Arc<dyn StateStore> =
+        Arc::new(SledStore::new(sled::open(dir.path()).unwrap()).unwrap());
+    Fixture {
+        engine,
+        cfg,
+        pre,
+        state,
+        name: "echo".into(),
+        _dir: dir,
+    }
+}
+
+impl Fixture {
+    fn store(&self) -> wasmtime::Store<HostState> {
+        let ctx = StateCtx::new(
+            self.state.clone(),
+            "bench".into(),
+            Mode::Remote,
+            StateLimits::default(),
+        );
+        new_store(
+            &self.engine,
+            &self.cfg,
+            &self.name,
+            4096,
+            ctx,
+            Instant::now() + Duration::from_secs(3600),
+        )
+    }
+}
+
+fn compile_and_load(c: &mut Criterion) {
+    let engine = build_engine(&EngineConfig::default()).unwrap();
+    let bytes = std::fs::read(guests::ECHO).unwrap();
+    let mut g = c.benchmark_group("cold");
+    g.sample_size(10);
+    g.bench_function("compile_echo", |b| {
+        b.iter(|| Component::new(&engine, &bytes).unwrap())
+    });
+    let artifact = Component::new(&engine, &bytes)
+        .unwrap()
+        .serialize()
+        .unwrap();
+    g.bench_function("load_echo_from_artifact", |b| {
+        b.iter(|| {
+            // SAFETY: `artifact` was serialized just above by this engine.
+            #[allow(unsafe_code)]
+            unsafe {
+                Component::deserialize(&engine, &artifact).unwrap()
+            }
+        })
+    });
+    g.finish();
+}
+
+fn instantiate_and_call(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut g = c.benchmark_group("instance");
+    for (label, pooling) in [
+        ("instantiate_pooled", true),
+        ("instantiate_on_demand", false),
+    ] {
+        let f = fixture(pooling);
+        g.bench_function(label, |b| {
+            b.to_async(&rt).iter(|| async {
+                let mut store = f.store();
+                f.pre.instantiate_async(&mut store).await.unwrap();
+                drop(store);
+            })
+        });
+    }
+    let f = fixture(true);
+    let mut store = f.store();
+    let instance = rt.block_on(f.pre.instantiate_async(&mut store)).unwrap();
+    let inputs = [Input {
+        source: Source::Client,
+        data: b"hello".to_vec(),
+    }];
+    g.bench_function("call_warm_instance", |b| {
+        b.iter(|| {
+            rt.block_on(
+                instance
+                    .edge_function_handler()
+                    .call_handle(&mut store, &inputs),
+            )
+            .unwrap()
+            .unwrap()
+        })
+    });
+    g.finish();
+}
+
+fn node_paths(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let served = rt
+        .block_on(ServedNode::start(&[("echo", guests::ECHO)]))
+        .unwrap();
+    let client = reqwest::Client::new();
+    let url = served.url("/v1/functions/echo/invoke");
+    let mut g = c.benchmark_group("node");
+    g.bench_function("invoke_in_process", |b| {
+        b.to_async(&rt).iter(|| async {
+            served
+                .node
+                .invoke(InvokeRequest::from_client(
+                    "echo",
+                    Some("b".into()),
+                    b"hi".to_vec(),
+                ))
+                .await
+                .unwrap()
+        })
+    });
+    g.bench_function("http_invoke_echo", |b| {
+        b.to_async(&rt).iter(|| async {
+            let r = client
+                .post(&url)
+                .header("edge-session", "b")
+                .body("hi")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            r.bytes().await.unwrap()
+        })
+    });
+    // Restart: open an existing data dir (artifacts cached) and answer a call.
+    let cached = tempfile::tempdir().unwrap();
+    rt.block_on(async {
+        let node = Node::open(NodeConfig::new(cached.path())).await.unwrap();
+        node.registry()
+            .deploy("echo", std::fs::read(guests::ECHO).unwrap())
+            .await
+            .unwrap();
+        node.flush().await.unwrap();
+    });
+    g.sample_size(20);
+    g.bench_function("open_cached_node_to_first_reply", |b| {
+        b.to_async(&rt).iter(|| async {
+            let node = Node::open(NodeConfig::new(cached.path())).await.unwrap();
+            node.invoke(InvokeRequest::from_client("echo", None, b"x".to_vec()))
+                .await
+                .unwrap();
+        })
+    });
+    g.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
+    targets = compile_and_load, instantiate_and_call, node_paths
+}
+criterion_main!(benches);

@@ -1,0 +1,185 @@
+//! The host's view of one invocation: its session and its state transaction.
+
+use crate::bindings::edge::function::{session, state, types::Mode};
+use crate::store::{Commit, StateStore, StoreError};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// Limits on what a guest may store.
+#[derive(Debug, Clone, Copy)]
+pub struct StateLimits {
+    /// Longest key, in bytes.
+    pub max_key_bytes: u32,
+    /// Largest value, in bytes.
+    pub max_value_bytes: u32,
+}
+
+impl Default for StateLimits {
+    fn default() -> Self {
+        Self {
+            max_key_bytes: 256,
+            max_value_bytes: 1 << 20,
+        }
+    }
+}
+
+/// The state and session of one invocation, as the guest sees them.
+///
+/// Reads go to the store once per key and are remembered (with the version
+/// seen), writes are buffered; [`StateCtx::into_commit`] turns both into one
+/// atomic [`Commit`] that applies only if nothing read has changed since.
+pub struct StateCtx {
+    store: Arc<dyn StateStore>,
+    session: String,
+    mode: Mode,
+    limits: StateLimits,
+    /// What the store returned for each key read (value, version).
+    reads: BTreeMap<String, Option<(Vec<u8>, u64)>>,
+    /// Keys listed by `list-keys` with their versions, if it was called.
+    listed: Option<BTreeMap<String, u64>>,
+    writes: BTreeMap<String, Option<Vec<u8>>>,
+    requested_mode: Option<Mode>,
+}
+
+impl StateCtx {
+    /// A fresh context for one invocation of `session`, served in `mode`.
+    pub fn new(
+        store: Arc<dyn StateStore>,
+        session: String,
+        mode: Mode,
+        limits: StateLimits,
+    ) -> Self {
+        Self {
+            store,
+            session,
+            mode,
+            limits,
+            reads: BTreeMap::new(),
+            listed: None,
+            writes: BTreeMap::new(),
+            requested_mode: None,
+        }
+    }
+
+    /// The session this invocation belongs to.
+    pub fn session(&self) -> &str {
+        &self.session
+    }
+
+    /// The mode the guest asked for with `session.request-mode`, if any.
+    pub fn requested_mode(&self) -> Option<Mode> {
+        self.requested_mode
+    }
+
+    /// The commit that makes this invocation's writes durable: every key it
+    /// read (at the version seen) and every key it wrote.
+    pub fn into_commit(self) -> Commit {
+        let mut reads: BTreeMap<String, Option<u64>> = self
+            .listed
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k, Some(v)))
+            .collect();
+        reads.extend(
+            self.reads
+                .into_iter()
+                .map(|(k, v)| (k, v.map(|(_, version)| version))),
+        );
+        Commit {
+            reads: reads.into_iter().collect(),
+            writes: self.writes.into_iter().collect(),
+        }
+    }
+
+    fn check_key(&self, key: &str) -> Result<(), state::StateError> {
+        if key.is_empty() || key.len() > self.limits.max_key_bytes as usize {
+            return Err(state::StateError::InvalidKey(self.limits.max_key_bytes));
+        }
+        Ok(())
+    }
+}
+
+fn unavailable(e: StoreError) -> state::StateError {
+    state::StateError::Unavailable(e.to_string())
+}
+
+impl state::Host for StateCtx {
+    #[tracing::instrument(level = "trace", skip(self), fields(session = %self.session))]
+    async fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, state::StateError> {
+        self.check_key(&key)?;
+        if let Some(pending) = self.writes.get(&key) {
+            return Ok(pending.clone());
+        }
+        if let Some(seen) = self.reads.get(&key) {
+            return Ok(seen.as_ref().map(|(v, _)| v.clone()));
+        }
+        let found = self
+            .store
+            .get(&self.session, &key)
+            .await
+            .map_err(unavailable)?;
+        let value = found.as_ref().map(|v| v.value.clone());
+        self.reads.insert(key, found.map(|v| (v.value, v.version)));
+        Ok(value)
+    }
+
+    #[tracing::instrument(level = "trace", skip(self, value), fields(session = %self.session, len = value.len()))]
+    async fn set(&mut self, key: String, value: Vec<u8>) -> Result<(), state::StateError> {
+        self.check_key(&key)?;
+        if value.len() > self.limits.max_value_bytes as usize {
+            return Err(state::StateError::ValueTooLarge(
+                self.limits.max_value_bytes,
+            ));
+        }
+        self.writes.insert(key, Some(value));
+        Ok(())
+    }
+
+    #[tracing::instrument(level = "trace", skip(self), fields(session = %self.session))]
+    async fn delete(&mut self, key: String) -> Result<(), state::StateError> {
+        self.check_key(&key)?;
+        self.writes.insert(key, None);
+        Ok(())
+    }
+
+    #[tracing::instrument(level = "trace", skip(self), fields(session = %self.session))]
+    async fn list_keys(&mut self) -> Result<Vec<String>, state::StateError> {
+        if self.listed.is_none() {
+            let keys = self.store.keys(&self.session).await.map_err(unavailable)?;
+            self.listed = Some(keys.into_iter().collect());
+        }
+        let mut keys: BTreeMap<&str, bool> = self
+            .listed
+            .iter()
+            .flatten()
+            .map(|(k, _)| (k.as_str(), true))
+            .collect();
+        for (k, v) in &self.reads {
+            keys.insert(k, v.is_some());
+        }
+        for (k, v) in &self.writes {
+            keys.insert(k, v.is_some());
+        }
+        Ok(keys
+            .into_iter()
+            .filter(|(_, present)| *present)
+            .map(|(k, _)| k.to_owned())
+            .collect())
+    }
+}
+
+impl session::Host for StateCtx {
+    async fn id(&mut self) -> String {
+        self.session.clone()
+    }
+
+    async fn current_mode(&mut self) -> Mode {
+        self.mode
+    }
+
+    async fn request_mode(&mut self, mode: Mode) {
+        self.requested_mode = Some(mode);
+    }
+}
+
+impl crate::bindings::edge::function::types::Host for StateCtx {}

@@ -1,0 +1,83 @@
+//! Node configuration: every knob with a default that fits a small device.
+
+use edge_host_api::StateLimits;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How the wasmtime engine and its instance pool are sized.
+///
+/// The pool reserves virtual address space up front: about
+/// `max_instances × memories_per_instance × (max_memory_bytes + memory_guard_bytes)`.
+/// The defaults (128 × 2 × (128 MiB + 2 MiB) ≈ 33 GiB) fit in the 512 GiB a
+/// 39-bit aarch64 kernel (Raspberry Pi OS) gives a process, with headroom.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Component instances alive at once (the pool size).
+    pub max_instances: u32,
+    /// Linear memories an instance may have.
+    pub memories_per_instance: u32,
+    /// Largest linear memory a guest may grow to (also the per-store cap).
+    pub max_memory_bytes: usize,
+    /// Guard region after each linear memory.
+    pub memory_guard_bytes: u64,
+    /// Largest wasm stack before a stack-overflow trap.
+    pub max_wasm_stack: usize,
+    /// How often the epoch advances (the granularity of deadlines and yields).
+    pub epoch_tick: Duration,
+    /// Use the pooling allocator (otherwise on-demand allocation).
+    pub pooling: bool,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            max_instances: 128,
+            memories_per_instance: 2,
+            max_memory_bytes: 128 << 20,
+            memory_guard_bytes: 2 << 20,
+            max_wasm_stack: 512 << 10,
+            epoch_tick: Duration::from_millis(5),
+            pooling: true,
+        }
+    }
+}
+
+/// Everything a node needs to start.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// Where functions, artifacts and state live.
+    pub data_dir: PathBuf,
+    /// Engine and pool sizing.
+    pub engine: EngineConfig,
+    /// Wall-clock limit of one invocation.
+    pub invoke_deadline: Duration,
+    /// Largest component a client may upload.
+    pub max_upload_bytes: usize,
+    /// Largest invocation body.
+    pub max_invoke_bytes: usize,
+    /// Components compiled at once; further uploads wait.
+    pub compile_concurrency: usize,
+    /// Guest-visible state limits.
+    pub state_limits: StateLimits,
+    /// sled's page cache.
+    pub sled_cache_bytes: u64,
+    /// Bytes of guest stdout/stderr logged per invocation; the rest is dropped.
+    pub guest_log_bytes: usize,
+}
+
+impl NodeConfig {
+    /// Defaults, with data in `data_dir`.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            engine: EngineConfig::default(),
+            invoke_deadline: Duration::from_secs(5),
+            max_upload_bytes: 64 << 20,
+            max_invoke_bytes: 8 << 20,
+            compile_concurrency: 2,
+            state_limits: StateLimits::default(),
+            sled_cache_bytes: 32 << 20,
+            guest_log_bytes: 16 << 10,
+        }
+    }
+}

@@ -1,0 +1,230 @@
+//! Routes and handlers of the node's HTTP API. Handlers translate HTTP into
+//! calls on [`Node`] and back; the runtime knows nothing of HTTP.
+
+use super::error::ApiError;
+use crate::invoke::{InvokeOutcome, InvokeRequest};
+use crate::node::Node;
+use crate::registry::FunctionInfo;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Header naming the session of an invocation.
+pub const SESSION_HEADER: &str = "edge-session";
+/// Response header: `cold` (a new instance was made) or `warm`.
+pub const START_HEADER: &str = "edge-start";
+/// Response header: microseconds spent in the node.
+pub const DURATION_HEADER: &str = "edge-duration-us";
+/// Response header: `local` or `remote`.
+pub const MODE_HEADER: &str = "edge-mode";
+
+/// How long a client may take to send a request body.
+const BODY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How much of a refused body is read and dropped before answering, so the
+/// client sees the answer rather than a reset connection.
+const DRAIN_BYTES: usize = 1 << 20;
+const DRAIN_TIME: Duration = Duration::from_secs(1);
+
+/// Answers `err` after draining a little of the body the request still carries.
+async fn refuse(body: Body, err: impl Into<ApiError>) -> ApiError {
+    let mut data = body.into_data_stream();
+    let mut seen = 0;
+    let _ = tokio::time::timeout(DRAIN_TIME, async {
+        while let Some(Ok(chunk)) = data.next().await {
+            seen += chunk.len();
+            if seen > DRAIN_BYTES {
+                break;
+            }
+        }
+    })
+    .await;
+    err.into()
+}
+
+type AppState = Arc<Node>;
+
+/// The API's routes, bound to `node`.
+pub fn router(node: Arc<Node>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/v1/functions", get(list_functions))
+        .route(
+            "/v1/functions/{name}",
+            get(get_function).put(deploy).delete(delete_function),
+        )
+        .route("/v1/functions/{name}/invoke", post(invoke))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(node)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "method not allowed on this route",
+    )
+}
+
+/// Reads a request body of at most `limit` bytes within [`BODY_TIMEOUT`].
+/// A declared length over the limit is refused before anything is read.
+async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("body exceeds the limit of {limit} bytes"),
+        )
+    };
+    if let Some(len) = headers.get(header::CONTENT_LENGTH) {
+        let len = len
+            .to_str()
+            .ok()
+            .and_then(|s| s.parse::<u64>().ok())
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    "invalid Content-Length",
+                )
+            })?;
+        if len > limit as u64 {
+            return Err(refuse(body, too_large()).await);
+        }
+    }
+    let collect = Limited::new(body, limit).collect();
+    match tokio::time::timeout(BODY_TIMEOUT, collect).await {
+        Err(_) => Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "body_timeout",
+            "request body not received in time",
+        )),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
+        Ok(Err(e)) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("reading body: {e}"),
+        )),
+    }
+}
+
+#[tracing::instrument(skip_all)]
+async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+#[tracing::instrument(skip_all)]
+async fn metrics(State(node): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        node.metrics().render(),
+    )
+        .into_response()
+}
+
+#[tracing::instrument(skip_all)]
+async fn list_functions(State(node): State<AppState>) -> Json<Vec<FunctionInfo>> {
+    Json(node.registry().list())
+}
+
+#[tracing::instrument(skip(node))]
+async fn get_function(
+    State(node): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<FunctionInfo>, ApiError> {
+    Ok(Json(node.registry().get(&name)?.info.clone()))
+}
+
+#[tracing::instrument(skip(node, headers, body))]
+async fn deploy(
+    State(node): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<FunctionInfo>), ApiError> {
+    // Refuse a bad name before reading a possibly large body.
+    if !crate::registry::valid_name(&name) {
+        return Err(refuse(body, crate::registry::RegistryError::InvalidName(name)).await);
+    }
+    let bytes = read_body(&headers, body, node.config().max_upload_bytes).await?;
+    let info = node.registry().deploy(&name, bytes.to_vec()).await?;
+    Ok((StatusCode::CREATED, Json(info)))
+}
+
+#[tracing::instrument(skip(node))]
+async fn delete_function(
+    State(node): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<FunctionInfo>, ApiError> {
+    Ok(Json(node.registry().delete(&name).await?))
+}
+
+#[tracing::instrument(skip(node, headers, body))]
+async fn invoke(
+    State(node): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let session = match headers.get(SESSION_HEADER).map(|v| v.to_str()) {
+        None => None,
+        Some(Ok(v)) => Some(v.to_owned()),
+        Some(Err(_)) => {
+            let e = ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_session",
+                "session header is not ASCII",
+            );
+            return Err(refuse(body, e).await);
+        }
+    };
+    // An unknown function is answered before its body is read.
+    if let Err(e) = node.registry().get(&name) {
+        return Err(refuse(body, e).await);
+    }
+    let input = read_body(&headers, body, node.config().max_invoke_bytes).await?;
+    let outcome = node
+        .invoke(InvokeRequest::from_client(name, session, input.to_vec()))
+        .await?;
+    Ok(invoke_response(outcome))
+}
+
+fn invoke_response(outcome: InvokeOutcome) -> Response {
+    let mut response = Response::new(Body::from(outcome.output));
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&outcome.session) {
+        h.insert(SESSION_HEADER, v);
+    }
+    h.insert(
+        START_HEADER,
+        HeaderValue::from_static(outcome.start.as_str()),
+    );
+    h.insert(
+        DURATION_HEADER,
+        HeaderValue::from(outcome.duration.as_micros() as u64),
+    );
+    let mode = match outcome.mode {
+        edge_host_api::Mode::Local => "local",
+        edge_host_api::Mode::Remote => "remote",
+    };
+    h.insert(MODE_HEADER, HeaderValue::from_static(mode));
+    response
+}

@@ -1,0 +1,105 @@
+//! Errors as HTTP responses: a status and `{"error": "...", "kind": "..."}`.
+
+use crate::invoke::InvokeError;
+use crate::registry::RegistryError;
+use axum::Json;
+use axum::response::{IntoResponse, Response};
+use edge_host_api::StoreError;
+use http::StatusCode;
+use serde::Serialize;
+
+/// An error answered to a client.
+#[derive(Debug)]
+pub struct ApiError {
+    /// The HTTP status.
+    pub status: StatusCode,
+    /// A stable, machine-readable kind.
+    pub kind: &'static str,
+    /// What went wrong, for a person.
+    pub message: String,
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    error: &'a str,
+    kind: &'a str,
+}
+
+impl ApiError {
+    /// An error with `status`, `kind` and `message`.
+    pub fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if self.status.is_server_error() {
+            tracing::warn!(status = %self.status, kind = self.kind, error = %self.message, "request failed");
+        }
+        let body = Body {
+            error: &self.message,
+            kind: self.kind,
+        };
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<RegistryError> for ApiError {
+    fn from(e: RegistryError) -> Self {
+        let (status, kind) = match &e {
+            RegistryError::InvalidName(_) => (StatusCode::BAD_REQUEST, "invalid_name"),
+            RegistryError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            RegistryError::NotAComponent(_) => (StatusCode::BAD_REQUEST, "not_a_component"),
+            RegistryError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid_component"),
+            RegistryError::Link(_) => (StatusCode::BAD_REQUEST, "unsupported_imports"),
+            RegistryError::Compile(_) => (StatusCode::INTERNAL_SERVER_ERROR, "compile_failed"),
+            RegistryError::Storage(_) => (StatusCode::INTERNAL_SERVER_ERROR, "storage"),
+        };
+        ApiError::new(status, kind, e.to_string())
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        let (status, kind) = match &e {
+            StoreError::InvalidSession => (StatusCode::BAD_REQUEST, "invalid_session"),
+            StoreError::Conflict { .. } => (StatusCode::CONFLICT, "conflict"),
+            StoreError::Backend(_) => (StatusCode::SERVICE_UNAVAILABLE, "state_store"),
+        };
+        ApiError::new(status, kind, e.to_string())
+    }
+}
+
+impl From<InvokeError> for ApiError {
+    fn from(e: InvokeError) -> Self {
+        match e {
+            InvokeError::Registry(e) => e.into(),
+            InvokeError::State(e) => e.into(),
+            InvokeError::InvalidSession => {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid_session", e.to_string())
+            }
+            InvokeError::Guest(m) => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "guest_error", m)
+            }
+            InvokeError::Trap { kind, .. } => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                kind.as_str(),
+                e.to_string(),
+            ),
+            InvokeError::Deadline(_) => {
+                ApiError::new(StatusCode::GATEWAY_TIMEOUT, "deadline", e.to_string())
+            }
+            InvokeError::Capacity(_) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "capacity", e.to_string())
+            }
+            InvokeError::Contention(_) => {
+                ApiError::new(StatusCode::CONFLICT, "contention", e.to_string())
+            }
+        }
+    }
+}

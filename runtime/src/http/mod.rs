@@ -1,0 +1,9 @@
+//! The HTTP face of a node: the API routes and the server loop.
+
+mod api;
+mod error;
+mod server;
+
+pub use api::{DURATION_HEADER, MODE_HEADER, SESSION_HEADER, START_HEADER, router};
+pub use error::ApiError;
+pub use server::{ServerConfig, serve};

@@ -1,0 +1,42 @@
+//! edge-node: a WebAssembly runtime for stateful functions at the edge.
+//!
+//! A [`Node`] owns one wasmtime engine (pooling allocator, epoch deadlines),
+//! a [`registry::Registry`] of uploaded components compiled once and cached
+//! on disk, and a state store for sessions. [`http::serve`] puts the HTTP API
+//! in front of it; the `edge-node` binary wires both to a command line.
+//!
+//! ```no_run
+//! use edge_runtime::{Node, NodeConfig, InvokeRequest};
+//! use std::sync::Arc;
+//!
+//! # #[tokio::main]
+//! # async fn main() -> anyhow::Result<()> {
+//! let node = Arc::new(Node::open(NodeConfig::new("./edge-data")).await?);
+//! node.registry().deploy("counter", std::fs::read("counter.wasm")?).await?;
+//! let out = node
+//!     .invoke(InvokeRequest::from_client("counter", Some("s1".into()), vec![]))
+//!     .await?;
+//! println!("{}", String::from_utf8_lossy(&out.output));
+//!
+//! // Or serve the HTTP API.
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:7878").await?;
+//! edge_runtime::http::serve(listener, node, Default::default(), async {
+//!     let _ = tokio::signal::ctrl_c().await;
+//! })
+//! .await?;
+//! # Ok(())
+//! # }
+//! ```
+
+pub mod config;
+pub mod engine;
+mod guest_log;
+pub mod http;
+pub mod invoke;
+pub mod metrics;
+pub mod node;
+pub mod registry;
+
+pub use config::{EngineConfig, NodeConfig};
+pub use invoke::{InvokeError, InvokeOutcome, InvokeRequest, StartKind};
+pub use node::{Node, NodeError};

@@ -1,0 +1,497 @@
+//! The function registry: uploaded components, compiled once, kept on disk
+//! by content digest and loaded back on restart without recompiling.
+//!
+//! Layout under the data dir:
+//! - `functions/sources/<sha256>.wasm`: the bytes a client uploaded;
+//! - `functions/artifacts/<sha256>-<engine>.cwasm`: what this node compiled
+//!   from them for this engine's settings;
+//! - the sled tree `functions`: name → [`FunctionInfo`] (JSON), written last,
+//!   so a crash mid-upload leaves no half-registered function.
+//!
+//! Only artifacts this node wrote, and whose SHA-256 still matches the one
+//! recorded when it wrote them, are ever deserialized.
+
+use crate::engine::HostState;
+use crate::metrics::Metrics;
+use edge_host_api::bindings::FunctionPre;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::Semaphore;
+use wasmtime::Engine;
+use wasmtime::component::{Component, Linker};
+
+/// What the registry knows of a function; served by `GET /v1/functions/{name}`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FunctionInfo {
+    /// The name it was uploaded under.
+    pub name: String,
+    /// SHA-256 of the component's bytes, hex.
+    pub digest: String,
+    /// Size of the component in bytes.
+    pub size: u64,
+    /// How long compiling it took, in milliseconds.
+    pub compile_ms: f64,
+    /// When it was uploaded, seconds since the Unix epoch.
+    pub uploaded_at: u64,
+    /// File name of the compiled artifact.
+    pub artifact: String,
+    /// SHA-256 of the artifact's bytes, hex, as this node wrote them.
+    pub artifact_sha256: String,
+}
+
+/// A deployed function, ready to instantiate.
+pub struct Function {
+    /// Its name, shared with stores and logs.
+    pub name: Arc<str>,
+    /// Its metadata.
+    pub info: FunctionInfo,
+    /// Pre-linked for instantiation.
+    pub pre: FunctionPre<HostState>,
+}
+
+/// Why a registry operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// The name does not match `[a-z0-9][a-z0-9._-]{0,63}`.
+    #[error("invalid function name {0:?}: expected [a-z0-9][a-z0-9._-]{{0,63}} without '..'")]
+    InvalidName(String),
+    /// No function has this name.
+    #[error("no function named {0:?}")]
+    NotFound(String),
+    /// The upload is not a WebAssembly component.
+    #[error("not a WebAssembly component: {0}")]
+    NotAComponent(&'static str),
+    /// The component failed validation or compilation.
+    #[error("invalid component: {0}")]
+    Invalid(String),
+    /// The component imports something this node does not provide.
+    #[error("cannot link component: {0}")]
+    Link(String),
+    /// Compilation panicked or could not be scheduled.
+    #[error("compilation failed: {0}")]
+    Compile(String),
+    /// The data dir or its database failed.
+    #[error("storage: {0}")]
+    Storage(String),
+}
+
+impl From<std::io::Error> for RegistryError {
+    fn from(e: std::io::Error) -> Self {
+        RegistryError::Storage(e.to_string())
+    }
+}
+
+impl From<sled::Error> for RegistryError {
+    fn from(e: sled::Error) -> Self {
+        RegistryError::Storage(e.to_string())
+    }
+}
+
+/// True when `name` matches `[a-z0-9][a-z0-9._-]{0,63}` and has no `..`.
+pub fn valid_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    !b.is_empty()
+        && !name.contains("..")
+        && b.len() <= 64
+        && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
+        && b[1..].iter().all(|c| {
+            c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'.' | b'_' | b'-')
+        })
+}
+
+/// Classifies `bytes` by the WebAssembly preamble.
+fn check_preamble(bytes: &[u8]) -> Result<(), RegistryError> {
+    const MAGIC: &[u8; 4] = b"\0asm";
+    const COMPONENT: [u8; 4] = [0x0d, 0x00, 0x01, 0x00];
+    const CORE: [u8; 4] = [0x01, 0x00, 0x00, 0x00];
+    match bytes.get(..8) {
+        None if bytes.is_empty() => Err(RegistryError::NotAComponent("empty body")),
+        None => Err(RegistryError::NotAComponent(
+            "shorter than the 8-byte preamble",
+        )),
+        Some(p) if &p[..4] != MAGIC => Err(RegistryError::NotAComponent("no \\0asm magic")),
+        Some(p) if p[4..] == CORE => Err(RegistryError::NotAComponent(
+            "this is a core module; build a component (e.g. --target wasm32-wasip2)",
+        )),
+        Some(p) if p[4..] == COMPONENT => Ok(()),
+        Some(_) => Err(RegistryError::NotAComponent("unknown binary version")),
+    }
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// Writes `bytes` to `path` atomically and durably (temp file, fsync, rename).
+fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile_in(dir)?;
+    tmp.1.write_all(bytes)?;
+    tmp.1.sync_all()?;
+    std::fs::rename(&tmp.0, path)?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+fn tempfile_in(dir: &Path) -> std::io::Result<(PathBuf, std::fs::File)> {
+    let mut suffix = [0u8; 8];
+    getrandom::fill(&mut suffix).map_err(std::io::Error::other)?;
+    let path = dir.join(format!(".tmp-{}", hex::encode(suffix)));
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&path)?;
+    Ok((path, file))
+}
+
+/// The registry of deployed functions.
+pub struct Registry {
+    engine: Engine,
+    linker: Linker<HostState>,
+    engine_key: String,
+    sources: PathBuf,
+    artifacts: PathBuf,
+    meta: sled::Tree,
+    db: sled::Db,
+    loaded: RwLock<HashMap<String, Arc<Function>>>,
+    compile_slots: Semaphore,
+    metrics: Arc<Metrics>,
+}
+
+impl Registry {
+    /// Opens the registry in `data_dir` and loads every function recorded
+    /// there, from its artifact when it is intact, else by recompiling.
+    pub async fn open(
+        engine: Engine,
+        linker: Linker<HostState>,
+        data_dir: &Path,
+        db: sled::Db,
+        compile_concurrency: usize,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, RegistryError> {
+        let sources = data_dir.join("functions").join("sources");
+        let artifacts = data_dir.join("functions").join("artifacts");
+        std::fs::create_dir_all(&sources)?;
+        std::fs::create_dir_all(&artifacts)?;
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut hasher);
+        let registry = Self {
+            engine,
+            linker,
+            engine_key: format!("{:016x}", hasher.finish()),
+            sources,
+            artifacts,
+            meta: db.open_tree("functions")?,
+            db,
+            loaded: RwLock::new(HashMap::new()),
+            compile_slots: Semaphore::new(compile_concurrency.max(1)),
+            metrics,
+        };
+        registry.load_all().await?;
+        Ok(registry)
+    }
+
+    async fn load_all(&self) -> Result<(), RegistryError> {
+        let mut referenced = std::collections::HashSet::new();
+        for item in self.meta.iter() {
+            let (_, raw) = item?;
+            let Ok(info) = serde_json::from_slice::<FunctionInfo>(&raw) else {
+                tracing::warn!("skipping an unreadable function record");
+                continue;
+            };
+            match self.load(info).await {
+                Ok(f) => {
+                    referenced.insert(format!("{}.wasm", f.info.digest));
+                    referenced.insert(f.info.artifact.clone());
+                    self.insert_loaded(f);
+                }
+                Err((name, e)) => {
+                    tracing::error!(function = %name, error = %e, "cannot load function")
+                }
+            }
+        }
+        // Files no record names are left from an interrupted upload or delete.
+        for dir in [&self.sources, &self.artifacts] {
+            for entry in std::fs::read_dir(dir)? {
+                let entry = entry?;
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if !referenced.contains(&name) {
+                    tracing::info!(file = %name, "removing unreferenced file");
+                    let _ = std::fs::remove_file(entry.path());
+                }
+            }
+        }
+        self.metrics.functions.set(self.len() as i64);
+        Ok(())
+    }
+
+    /// Loads one recorded function: its artifact if intact and compatible,
+    /// else recompiled from its verified source (and the record updated).
+    async fn load(&self, mut info: FunctionInfo) -> Result<Arc<Function>, (String, RegistryError)> {
+        let name = info.name.clone();
+        let artifact_path = self.artifacts.join(&info.artifact);
+        let expected = format!("{}-{}.cwasm", info.digest, self.engine_key);
+        if info.artifact == expected {
+            match self.deserialize_verified(&artifact_path, &info.artifact_sha256) {
+                Ok(component) => {
+                    self.metrics.artifact_loads.inc();
+                    return self.link(info, &component).map_err(|e| (name, e));
+                }
+                Err(e) => {
+                    tracing::warn!(function = %name, error = %e, "artifact unusable; recompiling")
+                }
+            }
+        }
+        let result = async {
+            let source = std::fs::read(self.sources.join(format!("{}.wasm", info.digest)))?;
+            if sha256_hex(&source) != info.digest {
+                return Err(RegistryError::Storage(
+                    "source file does not match its digest".into(),
+                ));
+            }
+            let compiled = self.compile(source).await?;
+            info.artifact = compiled.artifact;
+            info.artifact_sha256 = compiled.artifact_sha256;
+            info.compile_ms = compiled.compile_ms;
+            self.meta.insert(
+                name.as_bytes(),
+                serde_json::to_vec(&info).map_err(|e| RegistryError::Storage(e.to_string()))?,
+            )?;
+            self.db.flush_async().await?;
+            self.link(info, &compiled.component)
+        };
+        result.await.map_err(|e| (name, e))
+    }
+
+    fn deserialize_verified(&self, path: &Path, sha: &str) -> Result<Component, RegistryError> {
+        let bytes = std::fs::read(path)?;
+        if sha256_hex(&bytes) != sha {
+            return Err(RegistryError::Storage(
+                "artifact does not match its recorded hash".into(),
+            ));
+        }
+        // SAFETY: `Component::deserialize` trusts its input to be wasmtime
+        // output. These bytes are an artifact this node serialized itself
+        // (`Component::serialize` in `compile`), written only to its own data
+        // dir, and their SHA-256 was just checked against the hash recorded
+        // when it was written. Client-sent bytes never reach this call.
+        #[allow(unsafe_code)]
+        let component = unsafe { Component::deserialize(&self.engine, &bytes) };
+        component.map_err(|e| RegistryError::Invalid(format!("{e:#}")))
+    }
+
+    fn link(
+        &self,
+        info: FunctionInfo,
+        component: &Component,
+    ) -> Result<Arc<Function>, RegistryError> {
+        let pre = self
+            .linker
+            .instantiate_pre(component)
+            .map_err(|e| RegistryError::Link(format!("{e:#}")))?;
+        let pre = FunctionPre::new(pre).map_err(|e| RegistryError::Link(format!("{e:#}")))?;
+        Ok(Arc::new(Function {
+            name: info.name.as_str().into(),
+            info,
+            pre,
+        }))
+    }
+
+    /// Compiles `source` on a blocking thread (at most `compile_concurrency`
+    /// at once), writes source and artifact, and returns the component.
+    async fn compile(&self, source: Vec<u8>) -> Result<Compiled, RegistryError> {
+        let _slot = self
+            .compile_slots
+            .acquire()
+            .await
+            .map_err(|e| RegistryError::Compile(e.to_string()))?;
+        let engine = self.engine.clone();
+        let started = Instant::now();
+        let joined = tokio::task::spawn_blocking(move || {
+            let component = Component::new(&engine, &source)
+                .map_err(|e| RegistryError::Invalid(format!("{e:#}")))?;
+            let artifact = component
+                .serialize()
+                .map_err(|e| RegistryError::Compile(format!("{e:#}")))?;
+            Ok::<_, RegistryError>((source, component, artifact))
+        })
+        .await;
+        let (source, component, artifact) = match joined {
+            Ok(r) => r?,
+            Err(e) if e.is_panic() => {
+                return Err(RegistryError::Compile("the compiler panicked".into()));
+            }
+            Err(e) => return Err(RegistryError::Compile(e.to_string())),
+        };
+        let elapsed = started.elapsed();
+        self.metrics.compilations.inc();
+        self.metrics.compile_seconds.observe(elapsed.as_secs_f64());
+
+        let digest = sha256_hex(&source);
+        let artifact_name = format!("{digest}-{}.cwasm", self.engine_key);
+        let artifact_sha256 = sha256_hex(&artifact);
+        let (sources, artifacts) = (self.sources.clone(), self.artifacts.clone());
+        let name = artifact_name.clone();
+        tokio::task::spawn_blocking(move || {
+            write_atomic(&sources.join(format!("{digest}.wasm")), &source)?;
+            write_atomic(&artifacts.join(name), &artifact)
+        })
+        .await
+        .map_err(|e| RegistryError::Storage(e.to_string()))??;
+        Ok(Compiled {
+            component,
+            artifact: artifact_name,
+            artifact_sha256,
+            compile_ms: elapsed.as_secs_f64() * 1e3,
+        })
+    }
+
+    /// Validates, compiles and registers `bytes` under `name`, replacing any
+    /// function of that name.
+    #[tracing::instrument(skip(self, bytes), fields(size = bytes.len()))]
+    pub async fn deploy(&self, name: &str, bytes: Vec<u8>) -> Result<FunctionInfo, RegistryError> {
+        if !valid_name(name) {
+            return Err(RegistryError::InvalidName(name.to_owned()));
+        }
+        check_preamble(&bytes)?;
+        let size = bytes.len() as u64;
+        let digest = sha256_hex(&bytes);
+        let compiled = self.compile(bytes).await?;
+        let info = FunctionInfo {
+            name: name.to_owned(),
+            digest,
+            size,
+            compile_ms: compiled.compile_ms,
+            uploaded_at: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+            artifact: compiled.artifact,
+            artifact_sha256: compiled.artifact_sha256,
+        };
+        let function = self.link(info.clone(), &compiled.component)?;
+        let record =
+            serde_json::to_vec(&info).map_err(|e| RegistryError::Storage(e.to_string()))?;
+        let previous = self.meta.insert(name.as_bytes(), record)?;
+        self.db.flush_async().await?;
+        self.insert_loaded(function);
+        if let Some(prev) =
+            previous.and_then(|raw| serde_json::from_slice::<FunctionInfo>(&raw).ok())
+        {
+            self.remove_files_if_unused(&prev);
+        }
+        self.metrics.functions.set(self.len() as i64);
+        tracing::info!(digest = %info.digest, compile_ms = info.compile_ms, "deployed");
+        Ok(info)
+    }
+
+    fn insert_loaded(&self, f: Arc<Function>) {
+        let mut map = self.loaded.write().unwrap_or_else(|p| p.into_inner());
+        map.insert(f.info.name.clone(), f);
+    }
+
+    /// The function named `name`.
+    pub fn get(&self, name: &str) -> Result<Arc<Function>, RegistryError> {
+        let map = self.loaded.read().unwrap_or_else(|p| p.into_inner());
+        map.get(name)
+            .cloned()
+            .ok_or_else(|| RegistryError::NotFound(name.to_owned()))
+    }
+
+    /// Every function, sorted by name.
+    pub fn list(&self) -> Vec<FunctionInfo> {
+        let map = self.loaded.read().unwrap_or_else(|p| p.into_inner());
+        let mut out: Vec<_> = map.values().map(|f| f.info.clone()).collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    fn len(&self) -> usize {
+        self.loaded.read().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Removes `name`; calls already running finish on the old component.
+    #[tracing::instrument(skip(self))]
+    pub async fn delete(&self, name: &str) -> Result<FunctionInfo, RegistryError> {
+        if !valid_name(name) {
+            return Err(RegistryError::InvalidName(name.to_owned()));
+        }
+        let removed = self
+            .loaded
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name)
+            .ok_or_else(|| RegistryError::NotFound(name.to_owned()))?;
+        self.meta.remove(name.as_bytes())?;
+        self.db.flush_async().await?;
+        self.remove_files_if_unused(&removed.info);
+        self.metrics.functions.set(self.len() as i64);
+        Ok(removed.info.clone())
+    }
+
+    /// Deletes a function's files unless another name uses the same component.
+    fn remove_files_if_unused(&self, info: &FunctionInfo) {
+        let still_used = self
+            .loaded
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .any(|f| f.info.digest == info.digest);
+        if !still_used {
+            let _ = std::fs::remove_file(self.sources.join(format!("{}.wasm", info.digest)));
+            let _ = std::fs::remove_file(self.artifacts.join(&info.artifact));
+        }
+    }
+}
+
+struct Compiled {
+    component: Component,
+    artifact: String,
+    artifact_sha256: String,
+    compile_ms: f64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        for ok in ["a", "echo", "0", "a.b_c-d", &"a".repeat(64)] {
+            assert!(valid_name(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "A",
+            "-a",
+            ".a",
+            "_a",
+            "a/b",
+            "a..b",
+            "../x",
+            "a\0",
+            "é",
+            "a b",
+            &"a".repeat(65),
+        ] {
+            assert!(!valid_name(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn preambles() {
+        assert!(check_preamble(b"\0asm\x0d\0\x01\0").is_ok());
+        assert!(matches!(
+            check_preamble(b""),
+            Err(RegistryError::NotAComponent("empty body"))
+        ));
+        assert!(check_preamble(b"\0asm\x01\0\0\0").is_err());
+        assert!(check_preamble(b"\0asm").is_err());
+        assert!(check_preamble(b"MZ\x90\0\0\0\0\0").is_err());
+    }
+}

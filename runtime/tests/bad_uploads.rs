@@ -1,0 +1,155 @@
+//! Malformed uploads and bad names: each gets a 4xx with a message, and the
+//! node keeps serving.
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use support::{TestNode, guests};
+
+/// A small deterministic generator (xorshift), so failures reproduce.
+fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn malformed_uploads_get_4xx_and_the_node_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let echo = std::fs::read(guests::ECHO).unwrap();
+    let limit = echo.len() + 1000;
+    let node = TestNode::start(dir.path(), &["--max-upload-bytes", &limit.to_string()]).await;
+    node.deploy("echo", guests::ECHO).await;
+
+    let component_header = b"\0asm\x0d\x00\x01\x00".to_vec();
+    let mut cases: Vec<(&str, Vec<u8>, u16)> = vec![
+        ("empty body", vec![], 400),
+        ("one byte", vec![0], 400),
+        ("magic only", b"\0asm".to_vec(), 400),
+        (
+            "seven bytes of preamble",
+            component_header[..7].to_vec(),
+            400,
+        ),
+        ("wrong magic", b"\x7fELF\x02\x01\x01\x00rest".to_vec(), 400),
+        ("unknown version", b"\0asm\x02\x00\x00\x00".to_vec(), 400),
+        ("core module", b"\0asm\x01\x00\x00\x00".to_vec(), 400),
+        (
+            "core module with a type section",
+            b"\0asm\x01\x00\x00\x00\x01\x04\x01\x60\x00\x00".to_vec(),
+            400,
+        ),
+        (
+            "empty component (no handler export)",
+            component_header.clone(),
+            400,
+        ),
+        (
+            "component header + garbage section",
+            [component_header.clone(), vec![0xff, 0x05, 1, 2, 3, 4, 5]].concat(),
+            400,
+        ),
+        (
+            "component header + section longer than the body",
+            [component_header.clone(), vec![0x01, 0xff, 0xff, 0x03]].concat(),
+            400,
+        ),
+        ("one byte over the limit", vec![0u8; limit + 1], 413),
+        ("far over the limit", vec![0u8; limit * 4], 413),
+        ("text", b"hello, this is not wasm".to_vec(), 400),
+    ];
+    for (i, seed) in [1u64, 7, 42, 1234, 99_999].into_iter().enumerate() {
+        let name: &'static str = [
+            "random 100 B",
+            "random 1 KiB",
+            "random 10 KiB",
+            "random 40 KiB",
+            "random 3 B",
+        ][i];
+        let len = [100, 1024, 10 * 1024, 40 * 1024, 3][i];
+        cases.push((name, noise(seed, len), 400));
+    }
+    for frac in [2usize, 4, 10] {
+        cases.push(("truncated echo", echo[..echo.len() / frac].to_vec(), 400));
+    }
+    cases.push((
+        "echo minus its last byte",
+        echo[..echo.len() - 1].to_vec(),
+        400,
+    ));
+    cases.push((
+        "random bytes after a component header",
+        [component_header.clone(), noise(5, 4096)].concat(),
+        400,
+    ));
+    let mut flipped = echo.clone();
+    flipped[8] = 0x7f; // the first section id: no such section
+    cases.push(("echo with an invalid first section id", flipped, 400));
+
+    assert!(cases.len() >= 20);
+    for (what, bytes, status) in cases {
+        let r = node.deploy_bytes("bad", bytes).await;
+        let got = r.status().as_u16();
+        let text = r.text().await.unwrap();
+        assert_eq!(got, status, "{what}: {text}");
+        let v: serde_json::Value =
+            serde_json::from_str(&text).unwrap_or_else(|_| panic!("{what}: not JSON: {text}"));
+        assert!(!v["error"].as_str().unwrap().is_empty(), "{what}");
+        assert!(node.healthy().await, "after {what}");
+    }
+
+    let listed: Vec<serde_json::Value> = node
+        .http
+        .get(node.at("/v1/functions"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 1, "no malformed upload was registered");
+    assert_eq!(node.invoke_ok("echo", None, "alive").await, "alive");
+}
+
+#[tokio::test]
+async fn bad_names_are_refused_before_the_body_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(dir.path(), &[]).await;
+    let echo = std::fs::read(guests::ECHO).unwrap();
+    let long = "a".repeat(65);
+    for name in [
+        "Echo",
+        "-echo",
+        ".echo",
+        "a..b",
+        "a%2Fb",
+        "x%2E%2E",
+        "a%00b",
+        "%C3%A9cho",
+        "e%E2%80%8Bcho",
+        "a%20b",
+        long.as_str(),
+    ] {
+        let r = node.deploy_bytes(name, echo.clone()).await;
+        let got = r.status().as_u16();
+        let text = r.text().await.unwrap();
+        assert_eq!(got, 400, "{name}: {text}");
+        assert!(text.contains("invalid_name"), "{name}: {text}");
+    }
+    let listed: Vec<serde_json::Value> = node
+        .http
+        .get(node.at("/v1/functions"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(listed.is_empty());
+}

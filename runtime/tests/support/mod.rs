@@ -1,0 +1,156 @@
+//! Starts real `edge-node` processes on 127.0.0.1:0 with temp data dirs and
+//! talks HTTP to them, so the tests stay short.
+#![allow(dead_code, missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+pub use edge_guest_artifacts as guests;
+
+/// A node running as a child process; killed when dropped.
+pub struct TestNode {
+    child: Child,
+    pub url: String,
+    pub data_dir: PathBuf,
+    pub http: reqwest::Client,
+}
+
+impl TestNode {
+    /// Starts a node on `data_dir` with extra `serve` flags.
+    pub async fn start(data_dir: &Path, extra: &[&str]) -> TestNode {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_edge-node"))
+            .arg("serve")
+            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .args(extra)
+            .env(
+                "EDGE_LOG",
+                std::env::var("EDGE_LOG").unwrap_or_else(|_| "error".into()),
+            )
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn edge-node");
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let line = tokio::time::timeout(Duration::from_secs(120), lines.next_line())
+            .await
+            .expect("node did not start in time")
+            .unwrap()
+            .expect("node exited before listening");
+        let url = line
+            .strip_prefix("edge-node listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_owned();
+        TestNode {
+            child,
+            url,
+            data_dir: data_dir.to_owned(),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// `url` + `path`.
+    pub fn at(&self, path: &str) -> String {
+        format!("{}{path}", self.url)
+    }
+
+    /// Stops the node with SIGTERM and waits for it to exit.
+    pub async fn stop(mut self) {
+        let pid = self.child.id().expect("node still running");
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let exit = tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .expect("node did not stop after SIGTERM")
+            .unwrap();
+        assert!(exit.success(), "node exited with {exit}");
+    }
+
+    pub async fn deploy_bytes(&self, name: &str, bytes: Vec<u8>) -> reqwest::Response {
+        self.http
+            .put(self.at(&format!("/v1/functions/{name}")))
+            .body(bytes)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Deploys the component at `path` under `name` and asserts 201.
+    pub async fn deploy(&self, name: &str, path: &str) {
+        let r = self.deploy_bytes(name, std::fs::read(path).unwrap()).await;
+        let status = r.status();
+        assert_eq!(status, 201, "deploy {name}: {}", r.text().await.unwrap());
+    }
+
+    pub async fn invoke(
+        &self,
+        name: &str,
+        session: Option<&str>,
+        body: impl Into<reqwest::Body>,
+    ) -> reqwest::Response {
+        let mut req = self
+            .http
+            .post(self.at(&format!("/v1/functions/{name}/invoke")))
+            .body(body);
+        if let Some(s) = session {
+            req = req.header("edge-session", s);
+        }
+        req.send().await.unwrap()
+    }
+
+    /// Invokes and returns the body as text, asserting 200.
+    pub async fn invoke_ok(
+        &self,
+        name: &str,
+        session: Option<&str>,
+        body: impl Into<reqwest::Body>,
+    ) -> String {
+        let r = self.invoke(name, session, body).await;
+        let status = r.status();
+        let text = r.text().await.unwrap();
+        assert_eq!(status, 200, "invoke {name}: {text}");
+        text
+    }
+
+    /// The sum of every series of metric `name` in `/metrics`.
+    pub async fn metric(&self, name: &str) -> f64 {
+        let text = self
+            .http
+            .get(self.at("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .filter(|l| l.split(['{', ' ']).next() == Some(name))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    pub async fn healthy(&self) -> bool {
+        matches!(self.http.get(self.at("/healthz")).send().await, Ok(r) if r.status() == 200)
+    }
+}
+
+/// Asserts `r` is an error with `status` and a JSON body naming `kind`.
+pub async fn assert_error(r: reqwest::Response, status: u16, kind: &str) -> String {
+    let got = r.status().as_u16();
+    let text = r.text().await.unwrap();
+    assert_eq!(got, status, "body: {text}");
+    let v: serde_json::Value =
+        serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}"));
+    assert_eq!(v["kind"], kind, "body: {text}");
+    let message = v["error"].as_str().expect("error message").to_owned();
+    assert!(!message.is_empty());
+    message
+}
