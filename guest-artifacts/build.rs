@@ -11,7 +11,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The guests to build: (crate name, constant name).
-const GUESTS: &[(&str, &str)] = &[("echo", "ECHO"), ("counter", "COUNTER"), ("hog", "HOG")];
+const GUESTS: &[(&str, &str)] = &[
+    ("echo", "ECHO"),
+    ("counter", "COUNTER"),
+    ("hog", "HOG"),
+    ("memo", "MEMO"),
+    ("kv", "KV"),
+];
 
 fn main() -> Result<()> {
     let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?);

@@ -5,4 +5,10 @@
 include!(concat!(env!("OUT_DIR"), "/guests.rs"));
 
 /// Every built guest: (name, path).
-pub const ALL: &[(&str, &str)] = &[("echo", ECHO), ("counter", COUNTER), ("hog", HOG)];
+pub const ALL: &[(&str, &str)] = &[
+    ("echo", ECHO),
+    ("counter", COUNTER),
+    ("hog", HOG),
+    ("memo", MEMO),
+    ("kv", KV),
+];

@@ -73,21 +73,28 @@ impl StateCtx {
 
     /// The commit that makes this invocation's writes durable: every key it
     /// read (at the version seen) and every key it wrote.
-    pub fn into_commit(self) -> Commit {
+    pub fn into_commit(mut self) -> Commit {
+        self.take_commit()
+    }
+
+    /// As [`StateCtx::into_commit`], leaving the context empty (for an
+    /// instance that lives on to the next call).
+    pub fn take_commit(&mut self) -> Commit {
         let mut reads: BTreeMap<String, Option<u64>> = self
             .listed
+            .take()
             .unwrap_or_default()
             .into_iter()
             .map(|(k, v)| (k, Some(v)))
             .collect();
         reads.extend(
-            self.reads
+            std::mem::take(&mut self.reads)
                 .into_iter()
                 .map(|(k, v)| (k, v.map(|(_, version)| version))),
         );
         Commit {
             reads: reads.into_iter().collect(),
-            writes: self.writes.into_iter().collect(),
+            writes: std::mem::take(&mut self.writes).into_iter().collect(),
         }
     }
 

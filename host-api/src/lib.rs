@@ -31,6 +31,8 @@
 //! ```
 
 mod ctx;
+mod peer_store;
+mod redis_store;
 mod sled_store;
 mod store;
 
@@ -47,6 +49,8 @@ pub mod bindings {
 
 pub use bindings::edge::function::types::{Input, Mode, Source};
 pub use ctx::{StateCtx, StateLimits};
+pub use peer_store::{KeyVersion, PeerStore, WireCommit, WireEntry};
+pub use redis_store::RedisStore;
 pub use sled_store::{SledStore, valid_session_id};
 pub use store::{Commit, StateStore, StoreError, Versioned};
 

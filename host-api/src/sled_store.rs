@@ -61,6 +61,43 @@ impl SledStore {
         let tree = db.open_tree(TREE)?;
         Ok(Self { db, tree })
     }
+
+    /// Every key of `session` with its value and version.
+    pub fn export(&self, session: &str) -> Result<Vec<(String, Versioned)>, StoreError> {
+        let p = prefix(session)?;
+        let mut out = Vec::new();
+        for item in self.tree.scan_prefix(&p) {
+            let (k, v) = item?;
+            out.push((
+                String::from_utf8_lossy(&k[p.len()..]).into_owned(),
+                decode(&v)?,
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Makes `entries` the whole state of `session`, keeping their versions
+    /// (a migrated session arrives with the versions it had), durably.
+    pub async fn replace(
+        &self,
+        session: &str,
+        entries: &[(String, Versioned)],
+    ) -> Result<(), StoreError> {
+        let p = prefix(session)?;
+        let mut batch = sled::Batch::default();
+        for k in self.tree.scan_prefix(&p).keys() {
+            batch.remove(k?);
+        }
+        for (key, v) in entries {
+            let mut record = Vec::with_capacity(8 + v.value.len());
+            record.extend_from_slice(&v.version.to_be_bytes());
+            record.extend_from_slice(&v.value);
+            batch.insert(full_key(session, key)?, record);
+        }
+        self.tree.apply_batch(batch)?;
+        self.db.flush_async().await?;
+        Ok(())
+    }
 }
 
 #[async_trait]

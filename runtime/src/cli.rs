@@ -60,6 +60,42 @@ enum Command {
         #[command(flatten)]
         node: NodeArg,
     },
+    /// Inspect and move sessions.
+    Session {
+        #[command(subcommand)]
+        command: SessionCommand,
+        #[command(flatten)]
+        node: NodeArg,
+    },
+}
+
+#[derive(Subcommand)]
+enum SessionCommand {
+    /// Show a session: mode, owner, pinned instances, keys, invocations.
+    Show {
+        /// The session id.
+        id: String,
+    },
+    /// Serve a session in local-state or remote-state mode.
+    Mode {
+        /// The session id.
+        id: String,
+        /// `local` or `remote`.
+        mode: String,
+    },
+    /// Move a local-state session to another node.
+    Migrate {
+        /// The session id.
+        id: String,
+        /// The node to move it to.
+        #[arg(long)]
+        to: String,
+    },
+    /// Drop a session: its instances and its state.
+    Delete {
+        /// The session id.
+        id: String,
+    },
 }
 
 #[derive(Args)]
@@ -111,6 +147,19 @@ struct ServeArgs {
     /// Log as JSON lines instead of text.
     #[arg(long)]
     log_json: bool,
+    /// Where remote-state sessions keep state: `local` (this node's sled),
+    /// `redis://host:port`, or `http://peer:port` (another edge-node).
+    #[arg(long, env = "EDGE_REMOTE_STORE", default_value = "local")]
+    remote_store: edge_runtime::RemoteStore,
+    /// Sessions in local-state mode at once (beyond: served remote, reason `capacity`).
+    #[arg(long, default_value_t = 64)]
+    max_local_sessions: usize,
+    /// Seconds a pinned instance may sit idle before it is dropped.
+    #[arg(long, default_value_t = 300)]
+    pin_ttl_secs: u64,
+    /// The URL other nodes reach this one at (default: http://<listen address>).
+    #[arg(long, env = "EDGE_PUBLIC_URL")]
+    public_url: Option<String>,
 }
 
 /// Runs the command line and turns errors into a message and exit code 1.
@@ -157,6 +206,7 @@ async fn run(cli: Cli) -> Result<()> {
             invoke(&node.url, &name, session.as_deref(), input, verbose).await
         }
         Command::Functions { node } => functions(&node.url).await,
+        Command::Session { command, node } => session(&node.url, command).await,
     }
 }
 
@@ -189,13 +239,21 @@ async fn serve(args: ServeArgs) -> Result<()> {
         pooling: !args.no_pooling,
         ..EngineConfig::default()
     };
-    let node = Node::open(config)
-        .await
-        .with_context(|| format!("opening the node in {}", args.data_dir.display()))?;
+    config.remote_store = args.remote_store.clone();
+    config.max_local_sessions = args.max_local_sessions;
+    config.pin_ttl = Duration::from_secs(args.pin_ttl_secs);
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
     let addr = listener.local_addr()?;
+    config.public_url = Some(
+        args.public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{addr}")),
+    );
+    let node = Node::open(config)
+        .await
+        .with_context(|| format!("opening the node in {}", args.data_dir.display()))?;
     // The one line on stdout: scripts and tests read the bound address here.
     println!("edge-node listening on http://{addr}");
     tracing::info!(%addr, data_dir = %args.data_dir.display(), functions = node.registry().list().len(), "serving");
@@ -312,6 +370,7 @@ async fn invoke(
         header(MODE_HEADER),
         header(DURATION_HEADER),
     );
+    let reason = header(edge_runtime::http::MODE_REASON_HEADER);
     let body = response.bytes().await?;
     use std::io::Write;
     let mut out = std::io::stdout().lock();
@@ -320,7 +379,9 @@ async fn invoke(
         writeln!(out)?;
     }
     if verbose {
-        eprintln!("session: {sess}\nstart: {start}\nmode: {mode}\nduration: {micros} µs");
+        eprintln!(
+            "session: {sess}\nstart: {start}\nmode: {mode} (reason: {reason})\nduration: {micros} µs"
+        );
     }
     Ok(())
 }
@@ -340,5 +401,30 @@ async fn functions(base: &str) -> Result<()> {
             &f.digest[..16.min(f.digest.len())]
         );
     }
+    Ok(())
+}
+
+async fn session(base: &str, command: SessionCommand) -> Result<()> {
+    let client = reqwest::Client::new();
+    let response = match &command {
+        SessionCommand::Show { id } => client
+            .get(endpoint(base, &format!("/v1/sessions/{id}")))
+            .send(),
+        SessionCommand::Mode { id, mode } => client
+            .put(endpoint(base, &format!("/v1/sessions/{id}/mode")))
+            .json(&serde_json::json!({ "mode": mode }))
+            .send(),
+        SessionCommand::Migrate { id, to } => client
+            .post(endpoint(base, &format!("/v1/sessions/{id}/migrate")))
+            .json(&serde_json::json!({ "to": to }))
+            .send(),
+        SessionCommand::Delete { id } => client
+            .delete(endpoint(base, &format!("/v1/sessions/{id}")))
+            .send(),
+    }
+    .await
+    .with_context(|| format!("calling {base}"))?;
+    let value: serde_json::Value = check(response).await?.json().await?;
+    println!("{}", serde_json::to_string_pretty(&value)?);
     Ok(())
 }

@@ -42,6 +42,36 @@ impl Default for EngineConfig {
     }
 }
 
+/// Where remote-state sessions keep their state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RemoteStore {
+    /// This node's own sled (the embedded default).
+    Local,
+    /// An external Redis server, `redis://host:port[/db]`.
+    Redis(String),
+    /// Another edge-node's state server, `http://host:port`.
+    Peer(String),
+}
+
+impl std::str::FromStr for RemoteStore {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "local" | "" => Ok(RemoteStore::Local),
+            _ if s.starts_with("redis://") || s.starts_with("rediss://") => {
+                Ok(RemoteStore::Redis(s.to_owned()))
+            }
+            _ if s.starts_with("http://") || s.starts_with("https://") => {
+                Ok(RemoteStore::Peer(s.to_owned()))
+            }
+            _ => Err(format!(
+                "remote store {s:?}: expected `local`, redis://… or http://…"
+            )),
+        }
+    }
+}
+
 /// Everything a node needs to start.
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
@@ -63,6 +93,15 @@ pub struct NodeConfig {
     pub sled_cache_bytes: u64,
     /// Bytes of guest stdout/stderr logged per invocation; the rest is dropped.
     pub guest_log_bytes: usize,
+    /// Where remote-state sessions keep their state.
+    pub remote_store: RemoteStore,
+    /// Sessions in local-state mode at once; beyond it, sessions asking for
+    /// local-state are served remote-state (reason `capacity`).
+    pub max_local_sessions: usize,
+    /// A pinned instance idle this long is dropped (its state stays).
+    pub pin_ttl: Duration,
+    /// The URL other nodes reach this one at (shown as a session's owner).
+    pub public_url: Option<String>,
 }
 
 impl NodeConfig {
@@ -78,6 +117,10 @@ impl NodeConfig {
             state_limits: StateLimits::default(),
             sled_cache_bytes: 32 << 20,
             guest_log_bytes: 16 << 10,
+            remote_store: RemoteStore::Local,
+            max_local_sessions: 64,
+            pin_ttl: Duration::from_secs(300),
+            public_url: None,
         }
     }
 }

@@ -5,9 +5,11 @@ use crate::engine::{DeadlineExceeded, HostState, new_store};
 use crate::metrics::LiveInstance;
 use crate::node::{Node, new_session_id};
 use crate::registry::{Function, RegistryError};
+use crate::session::{Inner, Pinned, Session, SessionError, SessionMode, Trigger};
 use edge_host_api::{Input, Mode, Source, StateCtx, StoreError, valid_session_id};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::sync::OwnedSemaphorePermit;
 use wasmtime::{Store, Trap};
 
 /// How many times an invocation is re-run when state it read changed
@@ -73,6 +75,8 @@ pub struct InvokeOutcome {
     pub start: StartKind,
     /// The mode the session was served in.
     pub mode: Mode,
+    /// Why the session is not in the mode it asked for (`capacity`).
+    pub mode_reason: Option<&'static str>,
     /// Time spent in the node for this call.
     pub duration: Duration,
 }
@@ -134,72 +138,174 @@ pub enum InvokeError {
     /// The state kept changing under the call.
     #[error("state of the session kept changing; gave up after {0} attempts")]
     Contention(u32),
+    /// The session lives on another node now (the HTTP layer forwards).
+    #[error("session moved to {0}")]
+    Moved(String),
+    /// A session operation failed.
+    #[error(transparent)]
+    Session(SessionError),
+}
+
+impl From<SessionError> for InvokeError {
+    fn from(e: SessionError) -> Self {
+        match e {
+            SessionError::Moved(url) => InvokeError::Moved(url),
+            SessionError::Store(e) => InvokeError::State(e),
+            SessionError::InvalidId => InvokeError::InvalidSession,
+            e => InvokeError::Session(e),
+        }
+    }
+}
+
+/// What one routed call produced, before timing is added.
+struct Served {
+    output: Vec<u8>,
+    start: StartKind,
+    mode: SessionMode,
+    reason: Option<&'static str>,
 }
 
 impl Node {
-    /// Runs one invocation.
+    /// Runs one invocation in its session's mode.
     #[tracing::instrument(skip(self, req), fields(function = %req.function))]
     pub async fn invoke(&self, req: InvokeRequest) -> Result<InvokeOutcome, InvokeError> {
         let started = Instant::now();
         let function = self.registry.get(&req.function)?;
-        let session = match req.session {
+        let id = match req.session {
             Some(s) if valid_session_id(&s) => s,
             Some(_) => return Err(InvokeError::InvalidSession),
             None => new_session_id(),
         };
-        let deadline_span = self.config.invoke_deadline;
-        let deadline = started + deadline_span;
-        let result = self
-            .run_with_retries(&function, &session, &req.inputs, deadline)
-            .await;
+        let session = self
+            .sessions
+            .get(&id)
+            .map_err(|_| InvokeError::InvalidSession)?;
+        session.touch(self.sessions.epoch());
+        let deadline = started + self.config.invoke_deadline;
+        let result = self.route(&function, &session, &req.inputs, deadline).await;
         let duration = started.elapsed();
-        let outcome_label = match &result {
-            Ok(_) => "ok",
-            Err(InvokeError::Guest(_)) => "guest_error",
-            Err(InvokeError::Trap { .. }) => "trap",
-            Err(InvokeError::Deadline(_)) => "deadline",
-            Err(_) => "error",
+        let (start, outcome_label) = match &result {
+            Ok(s) => (s.start, "ok"),
+            Err(InvokeError::Guest(_)) => (StartKind::Cold, "guest_error"),
+            Err(InvokeError::Trap { .. }) => (StartKind::Cold, "trap"),
+            Err(InvokeError::Deadline(_)) => (StartKind::Cold, "deadline"),
+            Err(InvokeError::Moved(_)) => (StartKind::Cold, "moved"),
+            Err(_) => (StartKind::Cold, "error"),
         };
         self.metrics
             .invocations
-            .with_label_values(&[&*function.name, StartKind::Cold.as_str(), outcome_label])
+            .with_label_values(&[&*function.name, start.as_str(), outcome_label])
             .inc();
         self.metrics
             .invoke_seconds
             .with_label_values(&[&*function.name])
             .observe(duration.as_secs_f64());
-        let output = result?;
+        let served = result?;
         Ok(InvokeOutcome {
-            output,
-            session,
-            start: StartKind::Cold,
-            mode: Mode::Remote,
+            output: served.output,
+            session: id,
+            start: served.start,
+            mode: served.mode.wit(),
+            mode_reason: served.reason,
             duration,
         })
     }
 
-    async fn run_with_retries(
+    /// Serves the call in the session's mode; a mode that changes between
+    /// looking and locking is looked at again.
+    async fn route(
+        &self,
+        function: &Arc<Function>,
+        session: &Arc<Session>,
+        inputs: &[Input],
+        deadline: Instant,
+    ) -> Result<Served, InvokeError> {
+        for _ in 0..4 {
+            {
+                let inner = session.gate.read().await;
+                if let Some(url) = &inner.record.moved_to {
+                    return Err(InvokeError::Moved(url.clone()));
+                }
+                if inner.record.mode == SessionMode::Remote {
+                    let desired = inner.record.desired;
+                    let (output, requested) = self
+                        .run_remote(function, &session.id, inputs, deadline)
+                        .await?;
+                    drop(inner);
+                    // A guest's request, or an earlier wish for local that
+                    // capacity refused, is tried once the call is done.
+                    let (want, trigger) = match requested.map(SessionMode::from_wit) {
+                        Some(m) => (m, Trigger::Guest),
+                        None => (desired, Trigger::Policy),
+                    };
+                    let mut reason = None;
+                    if want == SessionMode::Local {
+                        let mut inner = session.gate.write().await;
+                        reason = self
+                            .sessions
+                            .transition(session, &mut inner, want, trigger)
+                            .await?
+                            .reason;
+                    }
+                    return Ok(Served {
+                        output,
+                        start: StartKind::Cold,
+                        mode: SessionMode::Remote,
+                        reason,
+                    });
+                }
+            }
+            let mut inner = session.gate.write().await;
+            if inner.record.mode != SessionMode::Local || inner.record.moved_to.is_some() {
+                continue;
+            }
+            let (output, start, requested) = self
+                .run_pinned(function, session, &mut inner, inputs, deadline)
+                .await?;
+            if let Some(to) = requested.map(SessionMode::from_wit) {
+                self.sessions
+                    .transition(session, &mut inner, to, Trigger::Guest)
+                    .await?;
+            }
+            return Ok(Served {
+                output,
+                start,
+                mode: SessionMode::Local,
+                reason: None,
+            });
+        }
+        Err(InvokeError::Contention(4))
+    }
+
+    async fn acquire_slot(&self, deadline: Instant) -> Result<OwnedSemaphorePermit, InvokeError> {
+        let wait = deadline.saturating_duration_since(Instant::now());
+        tokio::time::timeout(wait, self.instance_slots.clone().acquire_owned())
+            .await
+            .map_err(|_| {
+                InvokeError::Capacity("every instance slot stayed busy until the deadline".into())
+            })?
+            .map_err(|e| InvokeError::Capacity(e.to_string()))
+    }
+
+    /// Remote-state: a fresh instance per attempt, state from the remote
+    /// store, committed only if nothing read changed meanwhile.
+    async fn run_remote(
         &self,
         function: &Arc<Function>,
         session: &str,
         inputs: &[Input],
         deadline: Instant,
-    ) -> Result<Vec<u8>, InvokeError> {
-        let wait = deadline.saturating_duration_since(Instant::now());
-        let _slot = tokio::time::timeout(wait, self.instance_slots.acquire())
-            .await
-            .map_err(|_| {
-                InvokeError::Capacity("every instance slot stayed busy until the deadline".into())
-            })?
-            .map_err(|e| InvokeError::Capacity(e.to_string()))?;
+    ) -> Result<(Vec<u8>, Option<Mode>), InvokeError> {
+        let _slot = self.acquire_slot(deadline).await?;
+        let store = self.sessions.store_for(SessionMode::Remote);
         for _ in 0..MAX_ATTEMPTS {
             let ctx = StateCtx::new(
-                self.state.clone(),
+                store.clone(),
                 session.to_owned(),
                 Mode::Remote,
                 self.config.state_limits,
             );
-            let mut store = new_store(
+            let mut wasm = new_store(
                 &self.engine,
                 &self.config.engine,
                 &function.name,
@@ -208,26 +314,147 @@ impl Node {
                 deadline,
             );
             let output = self
-                .call_once(function, &mut store, inputs, deadline)
+                .call_fresh(function, &mut wasm, inputs, deadline)
                 .await?;
-            let commit = store.into_data().state.into_commit();
-            match self.state.commit(session, &commit).await {
-                Ok(()) => return Ok(output),
-                Err(StoreError::Conflict { key }) => {
-                    tracing::debug!(%key, "state changed under the call; running it again");
-                    self.metrics.state_conflicts.inc();
-                    if Instant::now() >= deadline {
-                        return Err(InvokeError::Deadline(self.config.invoke_deadline));
-                    }
-                }
+            let state = wasm.into_data().state;
+            let requested = state.requested_mode();
+            match store.commit(session, &state.into_commit()).await {
+                Ok(()) => return Ok((output, requested)),
+                Err(StoreError::Conflict { key }) => self.conflicted(&key, deadline)?,
                 Err(e) => return Err(e.into()),
             }
         }
         Err(InvokeError::Contention(MAX_ATTEMPTS))
     }
 
+    fn conflicted(&self, key: &str, deadline: Instant) -> Result<(), InvokeError> {
+        tracing::debug!(%key, "state changed under the call; running it again");
+        self.metrics.state_conflicts.inc();
+        if Instant::now() >= deadline {
+            return Err(InvokeError::Deadline(self.config.invoke_deadline));
+        }
+        Ok(())
+    }
+
+    /// Local-state: the session's pinned instance (made now if there is none
+    /// or the function was redeployed), state in this node's sled.
+    async fn run_pinned(
+        &self,
+        function: &Arc<Function>,
+        session: &Session,
+        inner: &mut Inner,
+        inputs: &[Input],
+        deadline: Instant,
+    ) -> Result<(Vec<u8>, StartKind, Option<Mode>), InvokeError> {
+        let local = self.sessions.store_for(SessionMode::Local);
+        let new_ctx = || {
+            StateCtx::new(
+                local.clone(),
+                session.id.clone(),
+                Mode::Local,
+                self.config.state_limits,
+            )
+        };
+        let taken = inner
+            .pinned
+            .remove(&*function.name)
+            .map(|m| m.into_inner().unwrap_or_else(|e| e.into_inner()));
+        let (mut pinned, start) = match taken {
+            Some(p) if p.digest == function.info.digest => (p, StartKind::Warm),
+            stale => {
+                if stale.is_some() {
+                    self.metrics.pinned_instances.dec();
+                }
+                let slot = self.acquire_slot(deadline).await?;
+                let mut store = new_store(
+                    &self.engine,
+                    &self.config.engine,
+                    &function.name,
+                    self.config.guest_log_bytes,
+                    new_ctx(),
+                    deadline,
+                );
+                let grace =
+                    deadline.saturating_duration_since(Instant::now()) + Duration::from_secs(1);
+                let instance =
+                    match tokio::time::timeout(grace, function.pre.instantiate_async(&mut store))
+                        .await
+                    {
+                        Err(_) => return Err(InvokeError::Deadline(self.config.invoke_deadline)),
+                        Ok(Err(e)) => return Err(self.classify(&store, e)),
+                        Ok(Ok(i)) => i,
+                    };
+                self.metrics.pinned_instances.inc();
+                let pinned = Pinned {
+                    digest: function.info.digest.clone(),
+                    store,
+                    instance,
+                    last_used: Instant::now(),
+                    _slot: slot,
+                };
+                (pinned, StartKind::Cold)
+            }
+        };
+        for _ in 0..MAX_ATTEMPTS {
+            let data = pinned.store.data_mut();
+            data.state = new_ctx();
+            data.deadline = deadline;
+            data.limits.denied = false;
+            let grace = deadline.saturating_duration_since(Instant::now()) + Duration::from_secs(1);
+            let call = pinned
+                .instance
+                .edge_function_handler()
+                .call_handle(&mut pinned.store, inputs);
+            let output = match tokio::time::timeout(grace, call).await {
+                Err(_) => Err(InvokeError::Deadline(self.config.invoke_deadline)),
+                Ok(Err(e)) => Err(self.classify(&pinned.store, e)),
+                Ok(Ok(Err(message))) => {
+                    // A guest error is a normal return: the instance stays.
+                    pinned.last_used = Instant::now();
+                    inner
+                        .pinned
+                        .insert(function.name.to_string(), std::sync::Mutex::new(pinned));
+                    return Err(InvokeError::Guest(message));
+                }
+                Ok(Ok(Ok(output))) => Ok(output),
+            };
+            let output = match output {
+                Ok(o) => o,
+                Err(e) => {
+                    // A trapped or interrupted instance is never used again.
+                    self.metrics.pinned_instances.dec();
+                    return Err(e);
+                }
+            };
+            let state = &mut pinned.store.data_mut().state;
+            let requested = state.requested_mode();
+            let commit = state.take_commit();
+            match local.commit(&session.id, &commit).await {
+                Ok(()) => {
+                    pinned.last_used = Instant::now();
+                    inner
+                        .pinned
+                        .insert(function.name.to_string(), std::sync::Mutex::new(pinned));
+                    return Ok((output, start, requested));
+                }
+                Err(StoreError::Conflict { key }) => {
+                    if let Err(e) = self.conflicted(&key, deadline) {
+                        self.metrics.pinned_instances.dec();
+                        return Err(e);
+                    }
+                }
+                Err(e) => {
+                    self.metrics.pinned_instances.dec();
+                    return Err(e.into());
+                }
+            }
+        }
+        self.metrics.pinned_instances.dec();
+        Err(InvokeError::Contention(MAX_ATTEMPTS))
+    }
+
     /// Instantiates `function` in `store` and calls its handler once.
-    async fn call_once(
+    async fn call_fresh(
         &self,
         function: &Function,
         store: &mut Store<HostState>,

@@ -35,8 +35,10 @@ pub mod http;
 pub mod invoke;
 pub mod metrics;
 pub mod node;
+pub mod peer;
 pub mod registry;
+pub mod session;
 
-pub use config::{EngineConfig, NodeConfig};
+pub use config::{EngineConfig, NodeConfig, RemoteStore};
 pub use invoke::{InvokeError, InvokeOutcome, InvokeRequest, StartKind};
 pub use node::{Node, NodeError};

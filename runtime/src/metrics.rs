@@ -25,6 +25,16 @@ pub struct Metrics {
     pub functions: IntGauge,
     /// Commits retried because a key read had changed.
     pub state_conflicts: IntCounter,
+    /// Mode transitions by from, to and trigger.
+    pub transitions: IntCounterVec,
+    /// Transition time, seconds.
+    pub transition_seconds: Histogram,
+    /// Instances pinned to local sessions now.
+    pub pinned_instances: IntGauge,
+    /// Sessions in local-state mode now.
+    pub local_sessions: IntGauge,
+    /// Pinned instances dropped for idleness.
+    pub evictions: IntCounter,
 }
 
 /// Why metrics could not be set up (a name registered twice: a bug).
@@ -75,6 +85,31 @@ impl Metrics {
             "edge_state_conflicts_total",
             "Invocations re-run because state they read changed before commit",
         )?;
+        let transitions = IntCounterVec::new(
+            Opts::new("edge_transitions_total", "Session mode transitions"),
+            &["from", "to", "trigger"],
+        )?;
+        let transition_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "edge_transition_duration_seconds",
+                "Time to move a session's state",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+        )?;
+        let pinned_instances = IntGauge::new(
+            "edge_pinned_instances",
+            "Instances pinned to local sessions",
+        )?;
+        let local_sessions = IntGauge::new("edge_local_sessions", "Sessions in local-state mode")?;
+        let evictions = IntCounter::new(
+            "edge_pinned_evictions_total",
+            "Pinned instances dropped after the idle TTL",
+        )?;
+        registry.register(Box::new(transitions.clone()))?;
+        registry.register(Box::new(transition_seconds.clone()))?;
+        registry.register(Box::new(pinned_instances.clone()))?;
+        registry.register(Box::new(local_sessions.clone()))?;
+        registry.register(Box::new(evictions.clone()))?;
         registry.register(Box::new(invocations.clone()))?;
         registry.register(Box::new(invoke_seconds.clone()))?;
         registry.register(Box::new(compilations.clone()))?;
@@ -93,6 +128,11 @@ impl Metrics {
             live_instances,
             functions,
             state_conflicts,
+            transitions,
+            transition_seconds,
+            pinned_instances,
+            local_sessions,
+            evictions,
         })
     }
 

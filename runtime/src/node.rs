@@ -1,9 +1,12 @@
 //! A node: one engine, one registry, one state store, one metrics registry.
 
-use crate::config::NodeConfig;
+use crate::config::{NodeConfig, RemoteStore};
 use crate::engine::{EngineError, build_engine, build_linker, start_epoch_ticker};
 use crate::metrics::{Metrics, MetricsError};
+use crate::peer::PeerClient;
 use crate::registry::{Registry, RegistryError};
+use crate::session::{ModeOutcome, SessionError, SessionMode, Sessions, Trigger};
+use edge_host_api::{KeyVersion, PeerStore, RedisStore, Versioned};
 use edge_host_api::{SledStore, StateStore, StoreError};
 use std::sync::Arc;
 use tokio::sync::Semaphore;
@@ -24,6 +27,9 @@ pub enum NodeError {
     /// Metrics could not be set up.
     #[error(transparent)]
     Metrics(#[from] MetricsError),
+    /// The remote store could not be reached or the sessions loaded.
+    #[error("sessions: {0}")]
+    Sessions(#[from] SessionError),
 }
 
 impl From<sled::Error> for NodeError {
@@ -43,11 +49,13 @@ pub struct Node {
     pub(crate) config: NodeConfig,
     pub(crate) engine: Engine,
     pub(crate) registry: Registry,
-    pub(crate) state: Arc<dyn StateStore>,
+    pub(crate) sessions: Arc<Sessions>,
     pub(crate) db: sled::Db,
     pub(crate) metrics: Arc<Metrics>,
-    /// One permit per pooled instance: calls beyond the pool wait here.
-    pub(crate) instance_slots: Semaphore,
+    /// One permit per pooled instance: calls beyond the pool wait here;
+    /// pinned instances hold theirs while they live.
+    pub(crate) instance_slots: Arc<Semaphore>,
+    pub(crate) peer: PeerClient,
 }
 
 impl Node {
@@ -72,16 +80,30 @@ impl Node {
             metrics.clone(),
         )
         .await?;
-        let state: Arc<dyn StateStore> = Arc::new(SledStore::new(db.clone())?);
-        let instance_slots = Semaphore::new(config.engine.max_instances as usize);
+        let local = Arc::new(SledStore::new(db.clone())?);
+        let remote: Option<Arc<dyn StateStore>> = match &config.remote_store {
+            RemoteStore::Local => None,
+            RemoteStore::Redis(url) => Some(Arc::new(RedisStore::connect(url).await?)),
+            RemoteStore::Peer(url) => Some(Arc::new(PeerStore::new(url, None)?)),
+        };
+        let sessions = Sessions::open(
+            db.clone(),
+            local,
+            remote,
+            config.max_local_sessions,
+            config.pin_ttl,
+            metrics.clone(),
+        )?;
+        let instance_slots = Arc::new(Semaphore::new(config.engine.max_instances as usize));
         Ok(Self {
             config,
             engine,
             registry,
-            state,
+            sessions,
             db,
             metrics,
             instance_slots,
+            peer: PeerClient::new(),
         })
     }
 
@@ -93,6 +115,11 @@ impl Node {
     /// The node's metrics.
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// The node's sessions.
+    pub fn sessions(&self) -> &Sessions {
+        &self.sessions
     }
 
     /// The node's configuration.
@@ -109,6 +136,127 @@ impl Node {
     pub async fn flush(&self) -> Result<(), NodeError> {
         self.db.flush_async().await?;
         Ok(())
+    }
+}
+
+/// What `GET /v1/sessions/{id}` shows.
+#[derive(Debug, serde::Serialize)]
+pub struct SessionInfo {
+    /// The session id.
+    pub id: String,
+    /// The mode it is served in.
+    pub mode: SessionMode,
+    /// The mode last asked for.
+    pub desired: SessionMode,
+    /// The node that owns it: this one, or where it migrated.
+    pub owner: String,
+    /// Functions with an instance pinned to it.
+    pub pinned: Vec<String>,
+    /// Its keys with their versions.
+    pub keys: Vec<KeyVersion>,
+    /// Calls served by this node since it opened the session.
+    pub invocations: u64,
+}
+
+/// What a migration reports.
+#[derive(Debug, serde::Serialize)]
+pub struct MigrateOutcome {
+    /// The node that owns the session now.
+    pub to: String,
+    /// Keys moved.
+    pub keys: usize,
+    /// How long calls were held back (the downtime), microseconds.
+    pub downtime_us: u64,
+    /// How long the migration waited for calls in flight, microseconds.
+    pub lock_wait_us: u64,
+}
+
+impl Node {
+    /// Asks for `mode` on session `id` (a client's request).
+    #[tracing::instrument(skip(self))]
+    pub async fn set_mode(&self, id: &str, mode: SessionMode) -> Result<ModeOutcome, SessionError> {
+        let session = self.sessions.get(id)?;
+        let mut inner = session.gate.write().await;
+        self.sessions
+            .transition(&session, &mut inner, mode, Trigger::Client)
+            .await
+    }
+
+    /// Describes session `id`.
+    pub async fn session_info(&self, id: &str) -> Result<SessionInfo, SessionError> {
+        let session = self.sessions.get(id)?;
+        let inner = session.gate.read().await;
+        if let Some(url) = &inner.record.moved_to {
+            return Err(SessionError::Moved(url.clone()));
+        }
+        let store = self.sessions.store_for(inner.record.mode);
+        let keys = store
+            .keys(id)
+            .await?
+            .into_iter()
+            .map(|(key, version)| KeyVersion { key, version })
+            .collect();
+        let mut pinned: Vec<String> = inner.pinned.keys().cloned().collect();
+        pinned.sort();
+        Ok(SessionInfo {
+            id: id.to_owned(),
+            mode: inner.record.mode,
+            desired: inner.record.desired,
+            owner: self
+                .config
+                .public_url
+                .clone()
+                .unwrap_or_else(|| "self".into()),
+            pinned,
+            keys,
+            invocations: session.invocations(),
+        })
+    }
+
+    /// Drops session `id`: its instances, its state, its record.
+    pub async fn delete_session(&self, id: &str) -> Result<usize, SessionError> {
+        self.sessions.delete(id).await
+    }
+
+    /// Moves local-state session `id` to the node at `to`. Calls that arrive
+    /// meanwhile wait, then are forwarded there.
+    #[tracing::instrument(skip(self))]
+    pub async fn migrate(&self, id: &str, to: &str) -> Result<MigrateOutcome, SessionError> {
+        let session = self.sessions.get(id)?;
+        let peer = self.peer.clone();
+        let report = self
+            .sessions
+            .migrate_out(&session, to, |entries| async move {
+                peer.import(to, id, entries).await
+            })
+            .await?;
+        tracing::info!(
+            session = id,
+            to,
+            keys = report.keys,
+            downtime_us = report.blocked_us,
+            "migrated"
+        );
+        Ok(MigrateOutcome {
+            to: to.to_owned(),
+            keys: report.keys,
+            downtime_us: report.blocked_us,
+            lock_wait_us: report.lock_wait_us,
+        })
+    }
+
+    /// Takes in session `id` from another node.
+    pub async fn import_session(
+        &self,
+        id: &str,
+        entries: Vec<(String, Versioned)>,
+    ) -> Result<ModeOutcome, SessionError> {
+        self.sessions.migrate_in(id, &entries).await
+    }
+
+    /// The client for other nodes.
+    pub fn peer(&self) -> &PeerClient {
+        &self.peer
     }
 }
 

@@ -2,13 +2,14 @@
 //! calls on [`Node`] and back; the runtime knows nothing of HTTP.
 
 use super::error::ApiError;
-use crate::invoke::{InvokeOutcome, InvokeRequest};
+use super::sessions;
+use crate::invoke::{InvokeError, InvokeOutcome, InvokeRequest};
 use crate::node::Node;
 use crate::registry::FunctionInfo;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -25,6 +26,10 @@ pub const START_HEADER: &str = "edge-start";
 pub const DURATION_HEADER: &str = "edge-duration-us";
 /// Response header: `local` or `remote`.
 pub const MODE_HEADER: &str = "edge-mode";
+/// Response header: why the session is not in the mode it asked for.
+pub const MODE_REASON_HEADER: &str = "edge-mode-reason";
+/// Response header on forwarded calls: the node that owns the session.
+pub const OWNER_HEADER: &str = "edge-owner";
 
 /// How long a client may take to send a request body.
 const BODY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -49,7 +54,8 @@ async fn refuse(body: Body, err: impl Into<ApiError>) -> ApiError {
     err.into()
 }
 
-type AppState = Arc<Node>;
+/// What every handler gets.
+pub type AppState = Arc<Node>;
 
 /// The API's routes, bound to `node`.
 pub fn router(node: Arc<Node>) -> Router {
@@ -62,6 +68,24 @@ pub fn router(node: Arc<Node>) -> Router {
             get(get_function).put(deploy).delete(delete_function),
         )
         .route("/v1/functions/{name}/invoke", post(invoke))
+        .route(
+            "/v1/sessions/{id}",
+            get(sessions::get_session).delete(sessions::delete_session),
+        )
+        .route("/v1/sessions/{id}/mode", put(sessions::set_mode))
+        .route("/v1/sessions/{id}/migrate", post(sessions::migrate))
+        .route("/v1/sessions/{id}/import", post(sessions::import))
+        .route(
+            "/v1/sessions/{id}/state",
+            get(sessions::list_state).delete(sessions::clear_state),
+        )
+        .route(
+            "/v1/sessions/{id}/state/{key}",
+            get(sessions::get_key)
+                .put(sessions::put_key)
+                .delete(sessions::delete_key),
+        )
+        .route("/v1/sessions/{id}/commit", post(sessions::commit))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(node)
@@ -81,7 +105,11 @@ async fn method_not_allowed() -> ApiError {
 
 /// Reads a request body of at most `limit` bytes within [`BODY_TIMEOUT`].
 /// A declared length over the limit is refused before anything is read.
-async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
+pub(super) async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
     let too_large = || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -197,10 +225,60 @@ async fn invoke(
         return Err(refuse(body, e).await);
     }
     let input = read_body(&headers, body, node.config().max_invoke_bytes).await?;
-    let outcome = node
-        .invoke(InvokeRequest::from_client(name, session, input.to_vec()))
-        .await?;
-    Ok(invoke_response(outcome))
+    match node
+        .invoke(InvokeRequest::from_client(
+            name.clone(),
+            session.clone(),
+            input.to_vec(),
+        ))
+        .await
+    {
+        Ok(outcome) => Ok(invoke_response(outcome)),
+        Err(InvokeError::Moved(owner)) => {
+            forward(&node, &owner, &name, session.as_deref(), input).await
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Forwards a call for a session that migrated to the node that owns it now.
+async fn forward(
+    node: &Node,
+    owner: &str,
+    name: &str,
+    session: Option<&str>,
+    input: Bytes,
+) -> Result<Response, ApiError> {
+    let url = format!("{}/v1/functions/{name}/invoke", owner.trim_end_matches('/'));
+    let mut req = node.peer().http().post(&url).body(input);
+    if let Some(s) = session {
+        req = req.header(SESSION_HEADER, s);
+    }
+    let r = req.send().await.map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "forward_failed",
+            format!("session moved to {owner}, which did not answer: {e}"),
+        )
+    })?;
+    let status = StatusCode::from_u16(r.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let mut headers = HeaderMap::new();
+    for (k, v) in r.headers() {
+        if k.as_str().starts_with("edge-") || k == header::CONTENT_TYPE {
+            headers.insert(k.clone(), v.clone());
+        }
+    }
+    let body = r
+        .bytes()
+        .await
+        .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, "forward_failed", e.to_string()))?;
+    let mut response = Response::new(Body::from(body));
+    *response.status_mut() = status;
+    *response.headers_mut() = headers;
+    if let Ok(v) = HeaderValue::from_str(owner) {
+        response.headers_mut().insert(OWNER_HEADER, v);
+    }
+    Ok(response)
 }
 
 fn invoke_response(outcome: InvokeOutcome) -> Response {
@@ -226,5 +304,8 @@ fn invoke_response(outcome: InvokeOutcome) -> Response {
         edge_host_api::Mode::Remote => "remote",
     };
     h.insert(MODE_HEADER, HeaderValue::from_static(mode));
+    if let Some(reason) = outcome.mode_reason {
+        h.insert(MODE_REASON_HEADER, HeaderValue::from_static(reason));
+    }
     response
 }

@@ -2,6 +2,7 @@
 
 use crate::invoke::InvokeError;
 use crate::registry::RegistryError;
+use crate::session::SessionError;
 use axum::Json;
 use axum::response::{IntoResponse, Response};
 use edge_host_api::StoreError;
@@ -17,6 +18,8 @@ pub struct ApiError {
     pub kind: &'static str,
     /// What went wrong, for a person.
     pub message: String,
+    /// Where the resource is now (sent as `Location`).
+    pub location: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -32,7 +35,19 @@ impl ApiError {
             status,
             kind,
             message: message.into(),
+            location: None,
         }
+    }
+
+    /// A 307 to `url`: the session lives on another node now.
+    pub fn moved(url: &str, path: &str) -> Self {
+        let mut e = ApiError::new(
+            StatusCode::TEMPORARY_REDIRECT,
+            "moved",
+            format!("session moved to {url}"),
+        );
+        e.location = Some(format!("{}{path}", url.trim_end_matches('/')));
+        e
     }
 }
 
@@ -45,7 +60,13 @@ impl IntoResponse for ApiError {
             error: &self.message,
             kind: self.kind,
         };
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(Ok(location)) = self.location.as_deref().map(http::HeaderValue::from_str) {
+            response
+                .headers_mut()
+                .insert(http::header::LOCATION, location);
+        }
+        response
     }
 }
 
@@ -99,6 +120,26 @@ impl From<InvokeError> for ApiError {
             }
             InvokeError::Contention(_) => {
                 ApiError::new(StatusCode::CONFLICT, "contention", e.to_string())
+            }
+            InvokeError::Moved(url) => ApiError::moved(&url, ""),
+            InvokeError::Session(e) => e.into(),
+        }
+    }
+}
+
+impl From<SessionError> for ApiError {
+    fn from(e: SessionError) -> Self {
+        match e {
+            SessionError::InvalidId => {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid_session", e.to_string())
+            }
+            SessionError::Store(e) => e.into(),
+            SessionError::Moved(url) => ApiError::moved(&url, ""),
+            SessionError::NotLocal => {
+                ApiError::new(StatusCode::CONFLICT, "not_local", e.to_string())
+            }
+            SessionError::Storage(_) => {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage", e.to_string())
             }
         }
     }

@@ -3,7 +3,11 @@
 mod api;
 mod error;
 mod server;
+mod sessions;
 
-pub use api::{DURATION_HEADER, MODE_HEADER, SESSION_HEADER, START_HEADER, router};
+pub use api::{
+    DURATION_HEADER, MODE_HEADER, MODE_REASON_HEADER, OWNER_HEADER, SESSION_HEADER, START_HEADER,
+    router,
+};
 pub use error::ApiError;
 pub use server::{ServerConfig, serve};

@@ -1,0 +1,596 @@
+//! Sessions: which mode each is served in, the instances pinned to local
+//! sessions, and the moves of a session's state between modes and nodes.
+//!
+//! Each session has a gate (an async read/write lock, fair in arrival order):
+//! remote-state calls share it, local-state calls and transitions hold it
+//! alone. So local calls run one at a time in arrival order, and no call
+//! ever sees a half-moved state: calls that arrive during a transition wait.
+//!
+//! The mode is recorded in the sled tree `sessions` (absent = remote), and
+//! every transition writes the destination first, then flips the record,
+//! then clears the source: a crash at any point leaves the record naming a
+//! store that holds the whole state.
+
+use crate::engine::HostState;
+use crate::metrics::Metrics;
+use edge_host_api::bindings::Function as Bindings;
+use edge_host_api::{Commit, Mode, SledStore, StateStore, StoreError, Versioned, valid_session_id};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+use tokio::sync::{OwnedSemaphorePermit, RwLock};
+use wasmtime::Store;
+
+/// Where a session's state lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SessionMode {
+    /// On this node, with warm instances pinned to the session.
+    Local,
+    /// In the remote store, with a fresh instance per call.
+    #[default]
+    Remote,
+}
+
+impl SessionMode {
+    /// The WIT mode the guest sees.
+    pub fn wit(self) -> Mode {
+        match self {
+            SessionMode::Local => Mode::Local,
+            SessionMode::Remote => Mode::Remote,
+        }
+    }
+
+    /// From the WIT mode a guest asked for.
+    pub fn from_wit(m: Mode) -> Self {
+        match m {
+            Mode::Local => SessionMode::Local,
+            Mode::Remote => SessionMode::Remote,
+        }
+    }
+
+    /// `local` or `remote`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionMode::Local => "local",
+            SessionMode::Remote => "remote",
+        }
+    }
+}
+
+/// Who asked for a transition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// A client, over HTTP.
+    Client,
+    /// The guest, through `session.request-mode`.
+    Guest,
+    /// The node's capacity policy.
+    Policy,
+}
+
+impl Trigger {
+    fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Client => "client",
+            Trigger::Guest => "guest",
+            Trigger::Policy => "policy",
+        }
+    }
+}
+
+/// The persisted part of a session.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Record {
+    /// The mode it is served in.
+    pub mode: SessionMode,
+    /// The mode last asked for (differs from `mode` while capacity refuses it).
+    pub desired: SessionMode,
+    /// Set once the session migrated: the node that now owns it.
+    pub moved_to: Option<String>,
+}
+
+/// A warm instance pinned to a local session.
+pub struct Pinned {
+    /// Digest of the component it runs (a redeploy makes it stale).
+    pub digest: String,
+    /// Its store.
+    pub store: Store<HostState>,
+    /// Its exports.
+    pub instance: Bindings,
+    /// Last call on it.
+    pub last_used: Instant,
+    /// The pool slot it holds.
+    pub _slot: OwnedSemaphorePermit,
+}
+
+/// What the gate protects.
+pub struct Inner {
+    /// The persisted state of the session.
+    pub record: Record,
+    /// Instances pinned to it, by function name. A wasmtime store is `Send`
+    /// but not `Sync`; the mutex makes the gate shareable, and is never
+    /// contended: pinned instances are touched only under the exclusive gate.
+    pub pinned: HashMap<String, Mutex<Pinned>>,
+}
+
+/// One session.
+pub struct Session {
+    /// Its id.
+    pub id: String,
+    /// The gate: shared by remote calls, exclusive for local calls and moves.
+    pub gate: RwLock<Inner>,
+    invocations: AtomicU64,
+    last_used_ms: AtomicU64,
+}
+
+impl Session {
+    /// Counts one call.
+    pub fn touch(&self, epoch: Instant) {
+        self.invocations.fetch_add(1, Ordering::Relaxed);
+        self.last_used_ms
+            .store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// Calls served since this node opened the session.
+    pub fn invocations(&self) -> u64 {
+        self.invocations.load(Ordering::Relaxed)
+    }
+}
+
+/// The result of asking for a mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ModeOutcome {
+    /// The mode the session is served in now.
+    pub mode: SessionMode,
+    /// Why it is not the mode asked for (`capacity`), if it is not.
+    pub reason: Option<&'static str>,
+    /// How long the move took, in microseconds (0 if nothing moved).
+    pub duration_us: u64,
+}
+
+/// Why a session operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// The id cannot name a session.
+    #[error("invalid session id: expected 1-128 characters of [A-Za-z0-9._-]")]
+    InvalidId,
+    /// A store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The session lives on another node now.
+    #[error("session moved to {0}")]
+    Moved(String),
+    /// The operation needs a local-state session.
+    #[error("session is not in local-state mode")]
+    NotLocal,
+    /// The session database failed.
+    #[error("session database: {0}")]
+    Storage(String),
+}
+
+impl From<sled::Error> for SessionError {
+    fn from(e: sled::Error) -> Self {
+        SessionError::Storage(e.to_string())
+    }
+}
+
+/// Every session this node knows, and the stores their state lives in.
+pub struct Sessions {
+    /// This node's sled: local-state sessions (and the state server).
+    pub local: Arc<SledStore>,
+    /// The remote store of remote-state sessions.
+    pub remote: Arc<dyn StateStore>,
+    remote_is_local: bool,
+    records: sled::Tree,
+    db: sled::Db,
+    table: Mutex<HashMap<String, Arc<Session>>>,
+    local_sessions: AtomicUsize,
+    max_local: usize,
+    ttl: Duration,
+    epoch: Instant,
+    metrics: Arc<Metrics>,
+}
+
+impl Sessions {
+    /// Opens the session records in `db`; `remote` is `None` when remote
+    /// state lives in this node's sled too.
+    pub fn open(
+        db: sled::Db,
+        local: Arc<SledStore>,
+        remote: Option<Arc<dyn StateStore>>,
+        max_local: usize,
+        ttl: Duration,
+        metrics: Arc<Metrics>,
+    ) -> Result<Arc<Self>, SessionError> {
+        let records = db.open_tree("sessions")?;
+        let mut local_sessions = 0;
+        for item in records.iter() {
+            let (_, raw) = item?;
+            if serde_json::from_slice::<Record>(&raw).is_ok_and(|r| r.mode == SessionMode::Local) {
+                local_sessions += 1;
+            }
+        }
+        metrics.local_sessions.set(local_sessions as i64);
+        let remote_is_local = remote.is_none();
+        let remote = remote.unwrap_or_else(|| local.clone() as Arc<dyn StateStore>);
+        let sessions = Arc::new(Self {
+            local,
+            remote,
+            remote_is_local,
+            records,
+            db,
+            table: Mutex::new(HashMap::new()),
+            local_sessions: AtomicUsize::new(local_sessions),
+            max_local,
+            ttl,
+            epoch: Instant::now(),
+            metrics,
+        });
+        spawn_reaper(Arc::downgrade(&sessions), ttl);
+        Ok(sessions)
+    }
+
+    /// The instant call times are measured from.
+    pub fn epoch(&self) -> Instant {
+        self.epoch
+    }
+
+    /// The session `id`, loaded from its record or new (remote-state).
+    pub fn get(&self, id: &str) -> Result<Arc<Session>, SessionError> {
+        if !valid_session_id(id) {
+            return Err(SessionError::InvalidId);
+        }
+        let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = table.get(id) {
+            return Ok(s.clone());
+        }
+        let record = match self.records.get(id)? {
+            Some(raw) => {
+                serde_json::from_slice(&raw).map_err(|e| SessionError::Storage(e.to_string()))?
+            }
+            None => Record::default(),
+        };
+        let session = Arc::new(Session {
+            id: id.to_owned(),
+            gate: RwLock::new(Inner {
+                record,
+                pinned: HashMap::new(),
+            }),
+            invocations: AtomicU64::new(0),
+            last_used_ms: AtomicU64::new(self.epoch.elapsed().as_millis() as u64),
+        });
+        table.insert(id.to_owned(), session.clone());
+        Ok(session)
+    }
+
+    /// The store a session in `mode` reads and writes.
+    pub fn store_for(&self, mode: SessionMode) -> Arc<dyn StateStore> {
+        match mode {
+            SessionMode::Local => self.local.clone(),
+            SessionMode::Remote => self.remote.clone(),
+        }
+    }
+
+    async fn save(&self, id: &str, record: &Record) -> Result<(), SessionError> {
+        if *record == Record::default() {
+            self.records.remove(id)?;
+        } else {
+            let raw =
+                serde_json::to_vec(record).map_err(|e| SessionError::Storage(e.to_string()))?;
+            self.records.insert(id, raw)?;
+        }
+        self.db.flush_async().await?;
+        Ok(())
+    }
+
+    /// Moves `session` (whose gate the caller holds exclusively, as `inner`)
+    /// to `to`. A move to local beyond the cap is refused: the session stays
+    /// remote and remembers it asked.
+    pub async fn transition(
+        &self,
+        session: &Session,
+        inner: &mut Inner,
+        to: SessionMode,
+        trigger: Trigger,
+    ) -> Result<ModeOutcome, SessionError> {
+        if let Some(url) = &inner.record.moved_to {
+            return Err(SessionError::Moved(url.clone()));
+        }
+        let from = inner.record.mode;
+        if from == to {
+            if inner.record.desired != to {
+                inner.record.desired = to;
+                self.save(&session.id, &inner.record).await?;
+            }
+            return Ok(ModeOutcome {
+                mode: to,
+                reason: None,
+                duration_us: 0,
+            });
+        }
+        if to == SessionMode::Local && !self.admit_local() {
+            if inner.record.desired != SessionMode::Local {
+                inner.record.desired = SessionMode::Local;
+                self.save(&session.id, &inner.record).await?;
+            }
+            return Ok(ModeOutcome {
+                mode: SessionMode::Remote,
+                reason: Some("capacity"),
+                duration_us: 0,
+            });
+        }
+        let started = Instant::now();
+        let (source, dest) = (self.store_for(from), self.store_for(to));
+        let moved = async {
+            if !self.remote_is_local {
+                let entries = export(source.as_ref(), &session.id).await?;
+                dest.delete_session(&session.id).await?;
+                dest.commit(&session.id, &replace_all(&entries)).await?;
+            }
+            inner.record = Record {
+                mode: to,
+                desired: to,
+                moved_to: None,
+            };
+            self.save(&session.id, &inner.record).await?;
+            if !self.remote_is_local {
+                if let Err(e) = source.delete_session(&session.id).await {
+                    tracing::warn!(session = %session.id, error = %e, "could not clear the old copy; it is stale and will be overwritten");
+                }
+            }
+            Ok::<_, SessionError>(())
+        }
+        .await;
+        if let Err(e) = moved {
+            if to == SessionMode::Local {
+                self.release_local();
+            }
+            return Err(e);
+        }
+        if to == SessionMode::Remote {
+            self.drop_pinned(inner);
+            self.release_local();
+        }
+        let took = started.elapsed();
+        self.metrics
+            .transitions
+            .with_label_values(&[from.as_str(), to.as_str(), trigger.as_str()])
+            .inc();
+        self.metrics.transition_seconds.observe(took.as_secs_f64());
+        tracing::info!(session = %session.id, from = from.as_str(), to = to.as_str(), trigger = trigger.as_str(), us = took.as_micros() as u64, "transition");
+        Ok(ModeOutcome {
+            mode: to,
+            reason: None,
+            duration_us: took.as_micros() as u64,
+        })
+    }
+
+    fn admit_local(&self) -> bool {
+        let admitted = self
+            .local_sessions
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.max_local).then_some(n + 1)
+            })
+            .is_ok();
+        self.metrics
+            .local_sessions
+            .set(self.local_sessions.load(Ordering::Acquire) as i64);
+        admitted
+    }
+
+    fn release_local(&self) {
+        let _ = self
+            .local_sessions
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+        self.metrics
+            .local_sessions
+            .set(self.local_sessions.load(Ordering::Acquire) as i64);
+    }
+
+    /// Drops every instance pinned to a session.
+    pub fn drop_pinned(&self, inner: &mut Inner) {
+        let n = inner.pinned.len();
+        inner.pinned.clear();
+        self.metrics.pinned_instances.sub(n as i64);
+    }
+
+    /// Every key of a session with its value and version, from the store its
+    /// mode names. The caller holds the gate.
+    pub async fn entries(
+        &self,
+        inner: &Inner,
+        id: &str,
+    ) -> Result<Vec<(String, Versioned)>, SessionError> {
+        Ok(export(self.store_for(inner.record.mode).as_ref(), id).await?)
+    }
+
+    /// Hands a local session to another node: `send` delivers its entries
+    /// there; then this node forgets the state and forwards later calls.
+    pub async fn migrate_out<F, Fut>(
+        &self,
+        session: &Session,
+        to: &str,
+        send: F,
+    ) -> Result<MigrationReport, SessionError>
+    where
+        F: FnOnce(Vec<(String, Versioned)>) -> Fut,
+        Fut: Future<Output = Result<(), SessionError>>,
+    {
+        let waited = Instant::now();
+        let mut inner = session.gate.write().await;
+        let started = Instant::now();
+        if let Some(url) = &inner.record.moved_to {
+            return Err(SessionError::Moved(url.clone()));
+        }
+        if inner.record.mode != SessionMode::Local {
+            return Err(SessionError::NotLocal);
+        }
+        let entries = self.local.export(&session.id)?;
+        let keys = entries.len();
+        send(entries).await?;
+        inner.record = Record {
+            mode: SessionMode::Remote,
+            desired: SessionMode::Remote,
+            moved_to: Some(to.to_owned()),
+        };
+        self.save(&session.id, &inner.record).await?;
+        self.drop_pinned(&mut inner);
+        self.release_local();
+        if let Err(e) = self.local.delete_session(&session.id).await {
+            tracing::warn!(session = %session.id, error = %e, "could not clear migrated state");
+        }
+        Ok(MigrationReport {
+            keys,
+            blocked_us: started.elapsed().as_micros() as u64,
+            lock_wait_us: (started - waited).as_micros() as u64,
+        })
+    }
+
+    /// Takes in a session another node hands over: its entries (with their
+    /// versions) become this node's local state and the session local here.
+    pub async fn migrate_in(
+        &self,
+        id: &str,
+        entries: &[(String, Versioned)],
+    ) -> Result<ModeOutcome, SessionError> {
+        let session = self.get(id)?;
+        let mut inner = session.gate.write().await;
+        let was_local = inner.record.mode == SessionMode::Local && inner.record.moved_to.is_none();
+        if !was_local && !self.admit_local() {
+            return Ok(ModeOutcome {
+                mode: SessionMode::Remote,
+                reason: Some("capacity"),
+                duration_us: 0,
+            });
+        }
+        let started = Instant::now();
+        let stored = async {
+            self.local.replace(id, entries).await?;
+            inner.record = Record {
+                mode: SessionMode::Local,
+                desired: SessionMode::Local,
+                moved_to: None,
+            };
+            self.save(id, &inner.record).await
+        }
+        .await;
+        if let Err(e) = stored {
+            if !was_local {
+                self.release_local();
+            }
+            return Err(e);
+        }
+        self.drop_pinned(&mut inner);
+        Ok(ModeOutcome {
+            mode: SessionMode::Local,
+            reason: None,
+            duration_us: started.elapsed().as_micros() as u64,
+        })
+    }
+
+    /// Forgets a session: its instances, its state in both stores, its record.
+    pub async fn delete(&self, id: &str) -> Result<usize, SessionError> {
+        let session = self.get(id)?;
+        let mut inner = session.gate.write().await;
+        let mut deleted = self.local.delete_session(id).await?;
+        if !self.remote_is_local {
+            deleted += self.remote.delete_session(id).await?;
+        }
+        if inner.record.mode == SessionMode::Local && inner.record.moved_to.is_none() {
+            self.release_local();
+        }
+        self.drop_pinned(&mut inner);
+        inner.record = Record::default();
+        self.save(id, &inner.record).await?;
+        Ok(deleted)
+    }
+
+    /// Drops pinned instances idle past the TTL (their sessions stay local;
+    /// the next call is cold) and forgets idle remote sessions with no record.
+    fn reap(&self) {
+        let now = Instant::now();
+        let sessions: Vec<Arc<Session>> = self
+            .table
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        let mut forget = Vec::new();
+        for s in sessions {
+            let Ok(mut inner) = s.gate.try_write() else {
+                continue;
+            };
+            let before = inner.pinned.len();
+            inner.pinned.retain(|_, p| {
+                let p = p.get_mut().unwrap_or_else(|e| e.into_inner());
+                now.duration_since(p.last_used) < self.ttl
+            });
+            let evicted = before - inner.pinned.len();
+            if evicted > 0 {
+                self.metrics.pinned_instances.sub(evicted as i64);
+                self.metrics.evictions.inc_by(evicted as u64);
+            }
+            let last_used = Duration::from_millis(s.last_used_ms.load(Ordering::Relaxed));
+            let idle = self.epoch.elapsed().saturating_sub(last_used);
+            if inner.pinned.is_empty() && inner.record == Record::default() && idle >= self.ttl {
+                forget.push(s.id.clone());
+            }
+        }
+        let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
+        for id in forget {
+            // Only if nobody else holds it: a caller may be about to use it.
+            if table.get(&id).is_some_and(|s| Arc::strong_count(s) == 1) {
+                table.remove(&id);
+            }
+        }
+    }
+}
+
+/// What a migration cost.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct MigrationReport {
+    /// Keys moved.
+    pub keys: usize,
+    /// How long calls to the session were held back, in microseconds.
+    pub blocked_us: u64,
+    /// How long the migration waited for calls in flight, in microseconds.
+    pub lock_wait_us: u64,
+}
+
+/// Every key of `id` in `store`, with value and version.
+async fn export(store: &dyn StateStore, id: &str) -> Result<Vec<(String, Versioned)>, StoreError> {
+    let mut out = Vec::new();
+    for (key, _) in store.keys(id).await? {
+        if let Some(v) = store.get(id, &key).await? {
+            out.push((key, v));
+        }
+    }
+    Ok(out)
+}
+
+/// A blind commit that writes every entry.
+fn replace_all(entries: &[(String, Versioned)]) -> Commit {
+    Commit {
+        reads: Vec::new(),
+        writes: entries
+            .iter()
+            .map(|(k, v)| (k.clone(), Some(v.value.clone())))
+            .collect(),
+    }
+}
+
+fn spawn_reaper(sessions: Weak<Sessions>, ttl: Duration) {
+    let period = (ttl / 4).clamp(Duration::from_millis(100), Duration::from_secs(30));
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(period);
+        loop {
+            tick.tick().await;
+            let Some(s) = sessions.upgrade() else { break };
+            s.reap();
+        }
+    });
+}
