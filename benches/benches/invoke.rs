@@ -8,6 +8,7 @@ use edge_benches::{ServedNode, guests};
 use edge_host_api::bindings::FunctionPre;
 use edge_host_api::{Input, Mode, SledStore, Source, StateCtx, StateLimits, StateStore};
 use edge_runtime::engine::{HostState, build_engine, build_linker, new_store, start_epoch_ticker};
+use edge_runtime::session::SessionMode;
 use edge_runtime::{EngineConfig, InvokeRequest, Node, NodeConfig};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -136,8 +137,16 @@ fn node_paths(c: &mut Criterion) {
         .build()
         .unwrap();
     let served = rt
-        .block_on(ServedNode::start(&[("echo", guests::ECHO)]))
+        .block_on(ServedNode::start(&[
+            ("echo", guests::ECHO),
+            ("counter", guests::COUNTER),
+        ]))
         .unwrap();
+    rt.block_on(async {
+        for s in ["local-counter", "local-echo"] {
+            served.node.set_mode(s, SessionMode::Local).await.unwrap();
+        }
+    });
     let client = reqwest::Client::new();
     let url = served.url("/v1/functions/echo/invoke");
     let mut g = c.benchmark_group("node");
@@ -154,6 +163,20 @@ fn node_paths(c: &mut Criterion) {
                 .unwrap()
         })
     });
+    // Sessions: a stateful call on a pinned warm instance vs a fresh instance
+    // with state in the embedded remote store, and a stateless warm call.
+    for (label, function, session) in [
+        ("counter_local_pinned", "counter", "local-counter"),
+        ("counter_remote_sled", "counter", "remote-counter"),
+        ("echo_local_pinned", "echo", "local-echo"),
+    ] {
+        g.bench_function(label, |b| {
+            b.to_async(&rt).iter(|| async {
+                let req = InvokeRequest::from_client(function, Some(session.into()), Vec::new());
+                served.node.invoke(req).await.unwrap()
+            })
+        });
+    }
     g.bench_function("http_invoke_echo", |b| {
         b.to_async(&rt).iter(|| async {
             let r = client

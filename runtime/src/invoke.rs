@@ -298,7 +298,7 @@ impl Node {
     ) -> Result<(Vec<u8>, Option<Mode>), InvokeError> {
         let _slot = self.acquire_slot(deadline).await?;
         let store = self.sessions.store_for(SessionMode::Remote);
-        for _ in 0..MAX_ATTEMPTS {
+        for attempt in 0..MAX_ATTEMPTS {
             let ctx = StateCtx::new(
                 store.clone(),
                 session.to_owned(),
@@ -320,19 +320,33 @@ impl Node {
             let requested = state.requested_mode();
             match store.commit(session, &state.into_commit()).await {
                 Ok(()) => return Ok((output, requested)),
-                Err(StoreError::Conflict { key }) => self.conflicted(&key, deadline)?,
+                Err(StoreError::Conflict { key }) => {
+                    self.conflicted(&key, attempt, deadline).await?
+                }
                 Err(e) => return Err(e.into()),
             }
         }
         Err(InvokeError::Contention(MAX_ATTEMPTS))
     }
 
-    fn conflicted(&self, key: &str, deadline: Instant) -> Result<(), InvokeError> {
-        tracing::debug!(%key, "state changed under the call; running it again");
+    /// Counts a conflict and waits a random moment (growing with `attempt`)
+    /// so that contenders spread out instead of colliding again.
+    async fn conflicted(
+        &self,
+        key: &str,
+        attempt: u32,
+        deadline: Instant,
+    ) -> Result<(), InvokeError> {
+        tracing::debug!(%key, attempt, "state changed under the call; running it again");
         self.metrics.state_conflicts.inc();
-        if Instant::now() >= deadline {
+        let mut r = [0u8; 2];
+        let _ = getrandom::fill(&mut r);
+        let cap_us = 200u64 << attempt.min(6);
+        let pause = Duration::from_micros(u64::from(u16::from_le_bytes(r)) % cap_us);
+        if Instant::now() + pause >= deadline {
             return Err(InvokeError::Deadline(self.config.invoke_deadline));
         }
+        tokio::time::sleep(pause).await;
         Ok(())
     }
 
@@ -395,7 +409,7 @@ impl Node {
                 (pinned, StartKind::Cold)
             }
         };
-        for _ in 0..MAX_ATTEMPTS {
+        for attempt in 0..MAX_ATTEMPTS {
             let data = pinned.store.data_mut();
             data.state = new_ctx();
             data.deadline = deadline;
@@ -438,7 +452,7 @@ impl Node {
                     return Ok((output, start, requested));
                 }
                 Err(StoreError::Conflict { key }) => {
-                    if let Err(e) = self.conflicted(&key, deadline) {
+                    if let Err(e) = self.conflicted(&key, attempt, deadline).await {
                         self.metrics.pinned_instances.dec();
                         return Err(e);
                     }

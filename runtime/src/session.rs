@@ -336,10 +336,10 @@ impl Sessions {
                 moved_to: None,
             };
             self.save(&session.id, &inner.record).await?;
-            if !self.remote_is_local {
-                if let Err(e) = source.delete_session(&session.id).await {
-                    tracing::warn!(session = %session.id, error = %e, "could not clear the old copy; it is stale and will be overwritten");
-                }
+            if !self.remote_is_local
+                && let Err(e) = source.delete_session(&session.id).await
+            {
+                tracing::warn!(session = %session.id, error = %e, "could not clear the old copy; it is stale and will be overwritten");
             }
             Ok::<_, SessionError>(())
         }
