@@ -17,6 +17,7 @@ const GUESTS: &[(&str, &str)] = &[
     ("hog", "HOG"),
     ("memo", "MEMO"),
     ("kv", "KV"),
+    ("stage", "STAGE"),
 ];
 
 fn main() -> Result<()> {

@@ -11,4 +11,5 @@ pub const ALL: &[(&str, &str)] = &[
     ("hog", HOG),
     ("memo", MEMO),
     ("kv", KV),
+    ("stage", STAGE),
 ];

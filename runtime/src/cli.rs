@@ -60,12 +60,36 @@ enum Command {
         #[command(flatten)]
         node: NodeArg,
     },
+    /// Run or check a workflow (a chain or DAG of tasks across nodes).
+    Workflow {
+        #[command(subcommand)]
+        command: WorkflowCommand,
+        #[command(flatten)]
+        node: NodeArg,
+    },
     /// Inspect and move sessions.
     Session {
         #[command(subcommand)]
         command: SessionCommand,
         #[command(flatten)]
         node: NodeArg,
+    },
+}
+
+#[derive(Subcommand)]
+enum WorkflowCommand {
+    /// Run SPEC.json on the node and print outputs, timings and traffic.
+    Run {
+        /// The spec.
+        spec: PathBuf,
+        /// Override the spec's model: pure-faas, state-prop or state-local.
+        #[arg(long)]
+        model: Option<String>,
+    },
+    /// Check SPEC.json (graph, functions, nodes) without running it.
+    Validate {
+        /// The spec.
+        spec: PathBuf,
     },
 }
 
@@ -160,6 +184,17 @@ struct ServeArgs {
     /// The URL other nodes reach this one at (default: http://<listen address>).
     #[arg(long, env = "EDGE_PUBLIC_URL")]
     public_url: Option<String>,
+    /// Another node, for workflows: NAME=URL (repeatable).
+    #[arg(long = "peer", value_parser = parse_peer)]
+    peers: Vec<(String, String)>,
+}
+
+fn parse_peer(s: &str) -> Result<(String, String), String> {
+    let (name, url) = s.split_once('=').ok_or("expected NAME=URL")?;
+    if name.is_empty() || !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Err(format!("expected NAME=http://host:port, got {s:?}"));
+    }
+    Ok((name.to_owned(), url.trim_end_matches('/').to_owned()))
 }
 
 /// Runs the command line and turns errors into a message and exit code 1.
@@ -207,6 +242,7 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Functions { node } => functions(&node.url).await,
         Command::Session { command, node } => session(&node.url, command).await,
+        Command::Workflow { command, node } => workflow(&node.url, command).await,
     }
 }
 
@@ -242,6 +278,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
     config.remote_store = args.remote_store.clone();
     config.max_local_sessions = args.max_local_sessions;
     config.pin_ttl = Duration::from_secs(args.pin_ttl_secs);
+    config.peers = args.peers.clone();
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
@@ -426,5 +463,88 @@ async fn session(base: &str, command: SessionCommand) -> Result<()> {
     .with_context(|| format!("calling {base}"))?;
     let value: serde_json::Value = check(response).await?.json().await?;
     println!("{}", serde_json::to_string_pretty(&value)?);
+    Ok(())
+}
+
+async fn workflow(base: &str, command: WorkflowCommand) -> Result<()> {
+    let (path, model, validate) = match &command {
+        WorkflowCommand::Run { spec, model } => (spec, model.clone(), false),
+        WorkflowCommand::Validate { spec } => (spec, None, true),
+    };
+    let text = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut spec: serde_json::Value =
+        serde_json::from_slice(&text).with_context(|| format!("{} is not JSON", path.display()))?;
+    if let Some(m) = model {
+        spec["model"] = serde_json::Value::String(m);
+    }
+    let route = if validate {
+        "/v1/workflows/validate"
+    } else {
+        "/v1/workflows"
+    };
+    let response = reqwest::Client::new()
+        .post(endpoint(base, route))
+        .json(&spec)
+        .send()
+        .await
+        .with_context(|| format!("calling {base}"))?;
+    let result: serde_json::Value = check(response).await?.json().await?;
+    if validate {
+        println!(
+            "valid: {} tasks, order {}",
+            result["tasks"], result["order"]
+        );
+        return Ok(());
+    }
+    println!(
+        "execution {} ({}) in {:.1} ms",
+        result["execution"].as_str().unwrap_or("?"),
+        result["model"].as_str().unwrap_or("?"),
+        result["duration_ms"].as_f64().unwrap_or(0.0)
+    );
+    for (task, b64) in result["outputs"].as_object().into_iter().flatten() {
+        let text = result["outputs_text"][task].as_str().map(str::to_owned);
+        println!(
+            "output {task}: {}",
+            text.unwrap_or_else(|| format!("<{} base64 chars>", b64.as_str().map_or(0, str::len)))
+        );
+    }
+    for (name, v) in result["states"].as_object().into_iter().flatten() {
+        match (v["text"].as_str(), v["owner"].as_str()) {
+            (Some(t), _) => println!("state {name}: {t}"),
+            (None, Some(owner)) => println!("state {name}: at {owner} (version {})", v["version"]),
+            _ => println!("state {name}: <binary or absent>"),
+        }
+    }
+    println!(
+        "{:<16} {:<28} {:>9} {:>11}",
+        "TASK", "NODE", "START_MS", "DURATION_MS"
+    );
+    for t in result["timings"].as_array().into_iter().flatten() {
+        println!(
+            "{:<16} {:<28} {:>9} {:>11.2}",
+            t["task"].as_str().unwrap_or("?"),
+            t["node"].as_str().unwrap_or("?"),
+            t["start_ms"],
+            t["duration_ms"].as_f64().unwrap_or(0.0)
+        );
+    }
+    println!(
+        "{:<28} {:>10} {:>10} {:>10} {:>10}",
+        "NODE", "ARGS", "STATES", "CONTROL", "WIRE"
+    );
+    let rows = result["traffic"]["nodes"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    for (node, c) in rows.iter().chain(std::iter::once((
+        &"total".to_string(),
+        &result["traffic"]["total"],
+    ))) {
+        println!(
+            "{:<28} {:>10} {:>10} {:>10} {:>10}",
+            node, c["args"], c["states"], c["control"], c["wire"]
+        );
+    }
     Ok(())
 }

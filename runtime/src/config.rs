@@ -102,6 +102,8 @@ pub struct NodeConfig {
     pub pin_ttl: Duration,
     /// The URL other nodes reach this one at (shown as a session's owner).
     pub public_url: Option<String>,
+    /// Other nodes, by name, for workflows: `(name, url)`.
+    pub peers: Vec<(String, String)>,
 }
 
 impl NodeConfig {
@@ -121,6 +123,7 @@ impl NodeConfig {
             max_local_sessions: 64,
             pin_ttl: Duration::from_secs(300),
             public_url: None,
+            peers: Vec::new(),
         }
     }
 }

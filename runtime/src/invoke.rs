@@ -296,8 +296,23 @@ impl Node {
         inputs: &[Input],
         deadline: Instant,
     ) -> Result<(Vec<u8>, Option<Mode>), InvokeError> {
-        let _slot = self.acquire_slot(deadline).await?;
         let store = self.sessions.store_for(SessionMode::Remote);
+        self.run_remote_on(function, session, inputs, deadline, store)
+            .await
+    }
+
+    /// A fresh instance per attempt against `store`, committed only if
+    /// nothing read changed meanwhile; returns the output and the mode the
+    /// guest asked for.
+    pub(crate) async fn run_remote_on(
+        &self,
+        function: &Arc<Function>,
+        session: &str,
+        inputs: &[Input],
+        deadline: Instant,
+        store: Arc<dyn edge_host_api::StateStore>,
+    ) -> Result<(Vec<u8>, Option<Mode>), InvokeError> {
+        let _slot = self.acquire_slot(deadline).await?;
         for attempt in 0..MAX_ATTEMPTS {
             let ctx = StateCtx::new(
                 store.clone(),

@@ -38,6 +38,7 @@ pub mod node;
 pub mod peer;
 pub mod registry;
 pub mod session;
+pub mod workflow;
 
 pub use config::{EngineConfig, NodeConfig, RemoteStore};
 pub use invoke::{InvokeError, InvokeOutcome, InvokeRequest, StartKind};

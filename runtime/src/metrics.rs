@@ -35,6 +35,8 @@ pub struct Metrics {
     pub local_sessions: IntGauge,
     /// Pinned instances dropped for idleness.
     pub evictions: IntCounter,
+    /// Workflow tasks waiting on this node for inputs or states.
+    pub workflow_pending: IntGauge,
 }
 
 /// Why metrics could not be set up (a name registered twice: a bug).
@@ -105,6 +107,11 @@ impl Metrics {
             "edge_pinned_evictions_total",
             "Pinned instances dropped after the idle TTL",
         )?;
+        let workflow_pending = IntGauge::new(
+            "edge_workflow_pending",
+            "Workflow tasks waiting here for inputs or states",
+        )?;
+        registry.register(Box::new(workflow_pending.clone()))?;
         registry.register(Box::new(transitions.clone()))?;
         registry.register(Box::new(transition_seconds.clone()))?;
         registry.register(Box::new(pinned_instances.clone()))?;
@@ -133,6 +140,7 @@ impl Metrics {
             pinned_instances,
             local_sessions,
             evictions,
+            workflow_pending,
         })
     }
 

@@ -6,6 +6,7 @@ use crate::metrics::{Metrics, MetricsError};
 use crate::peer::PeerClient;
 use crate::registry::{Registry, RegistryError};
 use crate::session::{ModeOutcome, SessionError, SessionMode, Sessions, Trigger};
+use crate::workflow::Workflows;
 use edge_host_api::{KeyVersion, PeerStore, RedisStore, Versioned};
 use edge_host_api::{SledStore, StateStore, StoreError};
 use std::sync::Arc;
@@ -56,6 +57,7 @@ pub struct Node {
     /// pinned instances hold theirs while they live.
     pub(crate) instance_slots: Arc<Semaphore>,
     pub(crate) peer: PeerClient,
+    pub(crate) workflows: Arc<Workflows>,
 }
 
 impl Node {
@@ -95,6 +97,24 @@ impl Node {
             metrics.clone(),
         )?;
         let instance_slots = Arc::new(Semaphore::new(config.engine.max_instances as usize));
+        let me = config
+            .public_url
+            .clone()
+            .unwrap_or_else(|| "http://127.0.0.1:7878".into());
+        let workflows = Arc::new(Workflows::new(me, config.peers.clone()));
+        let weak = Arc::downgrade(&workflows);
+        let metrics_for_reaper = metrics.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
+            loop {
+                tick.tick().await;
+                let Some(w) = weak.upgrade() else { break };
+                w.reap();
+                metrics_for_reaper
+                    .workflow_pending
+                    .set(w.pending_count() as i64);
+            }
+        });
         Ok(Self {
             config,
             engine,
@@ -104,6 +124,7 @@ impl Node {
             metrics,
             instance_slots,
             peer: PeerClient::new(),
+            workflows,
         })
     }
 
@@ -257,6 +278,11 @@ impl Node {
     /// The client for other nodes.
     pub fn peer(&self) -> &PeerClient {
         &self.peer
+    }
+
+    /// The workflow side of this node.
+    pub fn workflows(&self) -> &Workflows {
+        &self.workflows
     }
 }
 

@@ -2,7 +2,7 @@
 //! calls on [`Node`] and back; the runtime knows nothing of HTTP.
 
 use super::error::ApiError;
-use super::sessions;
+use super::{sessions, workflows};
 use crate::invoke::{InvokeError, InvokeOutcome, InvokeRequest};
 use crate::node::Node;
 use crate::registry::FunctionInfo;
@@ -86,6 +86,14 @@ pub fn router(node: Arc<Node>) -> Router {
                 .delete(sessions::delete_key),
         )
         .route("/v1/sessions/{id}/commit", post(sessions::commit))
+        .route("/v1/workflows", post(workflows::run))
+        .route("/v1/workflows/validate", post(workflows::validate))
+        .route("/v1/wf/deliver", post(workflows::deliver))
+        .route("/v1/wf/run", post(workflows::run_task))
+        .route("/v1/wf/report", post(workflows::report))
+        .route("/v1/wf/{exec}", axum::routing::delete(workflows::abort))
+        .route("/v1/wf/{exec}/traffic", get(workflows::traffic))
+        .route("/v1/wf/{exec}/states/{name}", get(workflows::take_state))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(node)

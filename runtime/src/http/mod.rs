@@ -4,6 +4,7 @@ mod api;
 mod error;
 mod server;
 mod sessions;
+mod workflows;
 
 pub use api::{
     DURATION_HEADER, MODE_HEADER, MODE_REASON_HEADER, OWNER_HEADER, SESSION_HEADER, START_HEADER,

@@ -1,0 +1,136 @@
+//! Workflow routes: `POST /v1/workflows` for clients, and the node-to-node
+//! messages of an execution under `/v1/wf/`.
+
+use super::api::{AppState, read_body};
+use super::error::ApiError;
+use crate::workflow::hop::{Deliver, Reports};
+use crate::workflow::wire::{Cost, Envelope, response_head_bytes};
+use crate::workflow::{WorkflowError, WorkflowResult};
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Response};
+use http::{HeaderMap, HeaderValue, StatusCode};
+use serde::Deserialize;
+
+impl From<WorkflowError> for ApiError {
+    fn from(e: WorkflowError) -> Self {
+        let (status, kind) = match &e {
+            WorkflowError::Spec(_) => (StatusCode::BAD_REQUEST, "invalid_spec"),
+            WorkflowError::Task { .. } => (StatusCode::BAD_GATEWAY, "task_failed"),
+            WorkflowError::Deadline { .. } => (StatusCode::GATEWAY_TIMEOUT, "deadline"),
+            WorkflowError::Session(_) => (StatusCode::INTERNAL_SERVER_ERROR, "session"),
+        };
+        ApiError::new(status, kind, e.to_string())
+    }
+}
+
+fn bad(e: impl std::fmt::Display) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.to_string())
+}
+
+#[tracing::instrument(skip_all)]
+pub async fn run(
+    State(node): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<WorkflowResult>, ApiError> {
+    let spec = read_body(&headers, body, node.config().max_upload_bytes).await?;
+    Ok(Json(node.wf_run(&spec).await?))
+}
+
+#[tracing::instrument(skip_all)]
+pub async fn validate(
+    State(node): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let spec = read_body(&headers, body, node.config().max_upload_bytes).await?;
+    let plan = node.wf_validate(&spec).await?;
+    let order: Vec<&str> = plan.topo.iter().map(|&i| plan.id(i)).collect();
+    Ok(Json(
+        serde_json::json!({ "tasks": plan.len(), "order": order, "chain": plan.is_chain }),
+    ))
+}
+
+#[tracing::instrument(skip_all)]
+pub async fn deliver(
+    State(node): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<StatusCode, ApiError> {
+    let raw = read_body(&headers, body, node.config().max_upload_bytes).await?;
+    let env = Envelope::<Deliver>::decode(raw).map_err(bad)?;
+    // Stored, and run once complete: the sender does not wait (yield).
+    node.clone().wf_deliver(env);
+    Ok(StatusCode::ACCEPTED)
+}
+
+#[tracing::instrument(skip_all)]
+pub async fn run_task(
+    State(node): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let raw = read_body(&headers, body, node.config().max_upload_bytes).await?;
+    let env = Envelope::decode(raw).map_err(bad)?;
+    let (answer, _) = node
+        .wf_serve_task(env)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "task_failed", e))?;
+    Ok(answer.into_response())
+}
+
+#[tracing::instrument(skip_all)]
+pub async fn report(
+    State(node): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<StatusCode, ApiError> {
+    let raw = read_body(&headers, body, node.config().max_upload_bytes).await?;
+    node.wf_accept_reports(Envelope::<Reports>::decode(raw).map_err(bad)?);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Query of a state fetch.
+#[derive(Debug, Deserialize)]
+pub struct VersionQuery {
+    version: u64,
+}
+
+/// StateLocal: hands a state over to the node that asks for it.
+#[tracing::instrument(skip(node))]
+pub async fn take_state(
+    State(node): State<AppState>,
+    Path((exec, name)): Path<(String, String)>,
+    Query(q): Query<VersionQuery>,
+) -> Result<Response, ApiError> {
+    let value = node
+        .wf_take(&exec, &name, q.version)
+        .map_err(|e| ApiError::new(StatusCode::CONFLICT, "not_owner", e))?;
+    let present = value.is_some();
+    let body = value.unwrap_or_default();
+    let cost = Cost {
+        states: body.len() as u64,
+        wire: body.len() as u64 + response_head_bytes(body.len()),
+        ..Cost::default()
+    };
+    node.workflows().traffic.count(&exec, &cost);
+    let mut r = Response::new(Body::from(body));
+    r.headers_mut().insert(
+        "edge-state-present",
+        HeaderValue::from_static(if present { "1" } else { "0" }),
+    );
+    Ok(r)
+}
+
+#[tracing::instrument(skip(node))]
+pub async fn traffic(State(node): State<AppState>, Path(exec): Path<String>) -> Json<Cost> {
+    Json(node.workflows().traffic.of(&exec))
+}
+
+#[tracing::instrument(skip(node))]
+pub async fn abort(State(node): State<AppState>, Path(exec): Path<String>) -> StatusCode {
+    node.workflows().forget(&exec);
+    StatusCode::NO_CONTENT
+}

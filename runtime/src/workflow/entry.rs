@@ -1,0 +1,973 @@
+//! The entry node of an execution: it validates the spec, resolves every
+//! task to a node once, plays the client (PureFaaS: it calls every ready
+//! task; StateProp/StateLocal: it starts the sources and waits for the
+//! sinks' outputs and the final states), and answers with outputs, states,
+//! timings and the traffic every node counted.
+
+use super::embedded::EmbeddedStore;
+use super::hop::{Deliver, Report, Reports, task_inputs};
+use super::spec::{Model, Plan, SpecError};
+use super::wire::{Cost, Envelope, Kind, response_head_bytes};
+use super::{Carry, ExecCtx, LINGER, unix_ms};
+use crate::node::{Node, new_session_id};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use bytes::Bytes;
+use edge_host_api::Commit;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+
+/// States as they are handed to or taken from a task: name and value.
+type StateValues = Vec<(String, Option<Bytes>)>;
+
+/// What a PureFaaS task call gives back.
+struct TaskAnswer {
+    output: Bytes,
+    states: StateValues,
+    start_unix_ms: u64,
+    duration_us: u64,
+}
+
+/// Default deadline of an execution.
+const DEFAULT_DEADLINE: Duration = Duration::from_secs(30);
+
+/// Why an execution failed.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkflowError {
+    /// The spec is invalid.
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    /// A task, a delivery or a node failed.
+    #[error("task {task:?} on node {node}: {error}")]
+    Task {
+        /// The task.
+        task: String,
+        /// The node.
+        node: String,
+        /// What happened.
+        error: String,
+    },
+    /// The deadline passed with tasks unfinished.
+    #[error("deadline of {deadline_ms} ms passed: task {task:?} on node {node} did not complete (waiting for it: {})", waiting.join(", "))]
+    Deadline {
+        /// The first unfinished task.
+        task: String,
+        /// Its node.
+        node: String,
+        /// The deadline.
+        deadline_ms: u64,
+        /// Tasks that wait for its output.
+        waiting: Vec<String>,
+    },
+    /// The session's state could not be read or written.
+    #[error("session state: {0}")]
+    Session(String),
+}
+
+/// A final state, as the client sees it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StateView {
+    /// The value, base64 (PureFaaS, StateProp, or StateLocal withdrawn into a session).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub base64: Option<String>,
+    /// The value as text, when it is UTF-8.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    /// StateLocal: the node that holds it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// StateLocal: its version there.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
+}
+
+/// When and where a task ran.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TaskTiming {
+    /// The task.
+    pub task: String,
+    /// The node.
+    pub node: String,
+    /// When it started, ms after the execution started.
+    pub start_ms: u64,
+    /// How long it ran, ms.
+    pub duration_ms: f64,
+}
+
+/// Bytes sent per node, and in all.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct TrafficView {
+    /// Per node URL.
+    pub nodes: BTreeMap<String, Cost>,
+    /// The sum.
+    pub total: Cost,
+}
+
+/// The answer to a workflow execution.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WorkflowResult {
+    /// The execution id.
+    pub execution: String,
+    /// The model it ran under.
+    pub model: Model,
+    /// The sinks' outputs, base64.
+    pub outputs: BTreeMap<String, String>,
+    /// The sinks' outputs as text, where UTF-8.
+    pub outputs_text: BTreeMap<String, String>,
+    /// The final states (values, or references under StateLocal).
+    pub states: BTreeMap<String, StateView>,
+    /// Per task.
+    pub timings: Vec<TaskTiming>,
+    /// What each node sent.
+    pub traffic: TrafficView,
+    /// End to end, ms.
+    pub duration_ms: f64,
+}
+
+/// An execution this node started.
+pub struct Run {
+    ctx: ExecCtx,
+    state: Mutex<RunState>,
+    notify: Notify,
+    expires: Instant,
+}
+
+#[derive(Default)]
+struct RunState {
+    outputs: BTreeMap<usize, Bytes>,
+    finals: BTreeMap<String, Final>,
+    done: BTreeMap<usize, (String, u64, u64)>,
+    failed: Option<WorkflowError>,
+}
+
+#[derive(Debug, Clone)]
+enum Final {
+    Value(Option<Bytes>),
+    Ref { owner: String, version: u64 },
+}
+
+impl Run {
+    pub(super) fn expired(&self, now: Instant) -> bool {
+        self.expires <= now
+    }
+
+    fn complete(&self, s: &RunState) -> bool {
+        let plan = &self.ctx.plan;
+        s.failed.is_some()
+            || (s.outputs.len() == plan.sinks().count()
+                && s.finals.len() == plan.spec.states.len()
+                && s.done.len() == plan.len())
+    }
+}
+
+/// The header of a PureFaaS task call.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RunTask {
+    /// The execution.
+    pub ctx: ExecCtx,
+    /// The task.
+    pub task: usize,
+    /// Inputs (source, blob).
+    pub inputs: Vec<(Option<usize>, usize)>,
+    /// States embedded (name, carry).
+    pub states: Vec<(String, Carry)>,
+}
+
+/// The header of a PureFaaS task's answer.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RunAnswer {
+    /// The output blob.
+    pub output: usize,
+    /// States after the task (name, carry).
+    pub states: Vec<(String, Carry)>,
+    /// How long it ran, µs.
+    pub duration_us: u64,
+}
+
+impl Node {
+    /// Checks a spec against this node and its peers without running it.
+    pub async fn wf_validate(&self, json: &[u8]) -> Result<Plan, WorkflowError> {
+        // (placement errors below are spec errors or unreachable nodes)
+        let plan = Plan::parse(json)?;
+        self.wf_place(&plan).await?;
+        Ok(plan)
+    }
+
+    /// Resolves every task to a node: its pin, else this node if it hosts
+    /// the function, else the first peer (by name) that does.
+    async fn wf_place(&self, plan: &Plan) -> Result<Vec<String>, WorkflowError> {
+        let peers = &self.workflows.peers;
+        let mut hosted: HashMap<String, Vec<String>> = HashMap::new();
+        let mut unreachable: HashMap<String, String> = HashMap::new();
+        for (name, url) in peers {
+            let listed = async {
+                let r = self
+                    .peer
+                    .http()
+                    .get(format!("{url}/v1/functions"))
+                    .timeout(Duration::from_secs(3))
+                    .send()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                r.json::<Vec<crate::registry::FunctionInfo>>()
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+            .await;
+            match listed {
+                Ok(l) => {
+                    hosted.insert(name.clone(), l.into_iter().map(|f| f.name).collect());
+                }
+                Err(e) => {
+                    unreachable.insert(name.clone(), e);
+                }
+            }
+        }
+        for t in &plan.spec.tasks {
+            if let Some(e) = t.node.as_deref().and_then(|n| unreachable.get(n)) {
+                let url = peers
+                    .iter()
+                    .find(|(n, _)| Some(n.as_str()) == t.node.as_deref())
+                    .map(|(_, u)| u.clone());
+                return Err(WorkflowError::Task {
+                    task: t.id.clone(),
+                    node: url.unwrap_or_default(),
+                    error: format!("the node did not answer: {e}"),
+                });
+            }
+        }
+        let mut nodes = Vec::with_capacity(plan.len());
+        let mut unknown = Vec::new();
+        for t in &plan.spec.tasks {
+            let here = self.registry.get(&t.function).is_ok();
+            let url = match t.node.as_deref() {
+                Some("self") => Some(self.workflows.me.clone()),
+                Some(name) => match peers.iter().find(|(n, _)| n == name) {
+                    Some((n, url)) => {
+                        if !hosted.get(n).is_some_and(|fs| fs.contains(&t.function)) {
+                            unknown.push(format!("{} (on {n})", t.function));
+                        }
+                        Some(url.clone())
+                    }
+                    None => {
+                        return Err(SpecError::UnknownNode {
+                            task: t.id.clone(),
+                            node: name.to_owned(),
+                        }
+                        .into());
+                    }
+                },
+                None if here => Some(self.workflows.me.clone()),
+                None => peers
+                    .iter()
+                    .find(|(n, _)| hosted.get(n).is_some_and(|fs| fs.contains(&t.function)))
+                    .map(|(_, u)| u.clone()),
+            };
+            if t.node.as_deref() == Some("self") && !here {
+                unknown.push(format!("{} (on self)", t.function));
+            }
+            match url {
+                Some(u) => nodes.push(u),
+                None => unknown.push(t.function.clone()),
+            }
+        }
+        if !unknown.is_empty() {
+            unknown.sort();
+            unknown.dedup();
+            return Err(SpecError::UnknownFunctions(unknown).into());
+        }
+        Ok(nodes)
+    }
+
+    /// Runs a workflow to the end and answers with its result.
+    #[tracing::instrument(skip(self, json))]
+    pub async fn wf_run(self: &Arc<Self>, json: &[u8]) -> Result<WorkflowResult, WorkflowError> {
+        let plan = Plan::parse(json)?;
+        let nodes = self.wf_place(&plan).await?;
+        let deadline = plan
+            .spec
+            .deadline_ms
+            .map(Duration::from_millis)
+            .unwrap_or(DEFAULT_DEADLINE);
+        let ctx = ExecCtx {
+            exec: new_session_id(),
+            entry: self.workflows.me.clone(),
+            plan,
+            nodes,
+            deadline_unix_ms: unix_ms() + deadline.as_millis() as u64,
+        };
+        let started = Instant::now();
+        let run = Arc::new(Run {
+            ctx: ctx.clone(),
+            state: Mutex::new(RunState::default()),
+            notify: Notify::new(),
+            expires: Instant::now() + deadline + LINGER + Duration::from_secs(60),
+        });
+        self.workflows
+            .runs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(ctx.exec.clone(), run.clone());
+        let initial = self.wf_initial_states(&ctx).await?;
+        let outcome = tokio::time::timeout(deadline, async {
+            match ctx.plan.spec.model {
+                Model::PureFaas => self.wf_pure_faas(&run, initial).await,
+                Model::StateProp | Model::StateLocal => self.wf_start_hops(&run, initial).await,
+            }
+            loop {
+                let notified = run.notify.notified();
+                if run.complete(&run.state.lock().unwrap_or_else(|p| p.into_inner())) {
+                    break;
+                }
+                notified.await;
+            }
+        })
+        .await;
+        let failure = {
+            let mut s = run.state.lock().unwrap_or_else(|p| p.into_inner());
+            match (outcome, s.failed.take()) {
+                (_, Some(e)) => Some(e),
+                (Err(_), None) => Some(self.wf_deadline_error(&ctx, &s, deadline)),
+                (Ok(()), None) => None,
+            }
+        };
+        if let Some(e) = failure {
+            self.wf_abort(&ctx).await;
+            return Err(e);
+        }
+        self.wf_finish(&run, started).await
+    }
+
+    fn wf_deadline_error(&self, ctx: &ExecCtx, s: &RunState, deadline: Duration) -> WorkflowError {
+        let stuck = ctx
+            .plan
+            .topo
+            .iter()
+            .copied()
+            .find(|t| !s.done.contains_key(t))
+            .unwrap_or(0);
+        WorkflowError::Deadline {
+            task: ctx.plan.id(stuck).to_owned(),
+            node: ctx.nodes[stuck].clone(),
+            deadline_ms: deadline.as_millis() as u64,
+            waiting: ctx.plan.succs[stuck]
+                .iter()
+                .map(|&t| ctx.plan.id(t).to_owned())
+                .collect(),
+        }
+    }
+
+    /// Tells every node of the execution to drop what it holds for it.
+    async fn wf_abort(&self, ctx: &ExecCtx) {
+        let mut nodes: Vec<&String> = ctx.nodes.iter().collect();
+        nodes.sort();
+        nodes.dedup();
+        for n in nodes {
+            if *n == self.workflows.me {
+                self.workflows.forget(&ctx.exec);
+                continue;
+            }
+            let url = format!("{n}/v1/wf/{}", ctx.exec);
+            let _ =
+                tokio::time::timeout(Duration::from_secs(2), self.peer.http().delete(url).send())
+                    .await;
+        }
+        self.workflows
+            .runs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&ctx.exec);
+    }
+
+    /// The states' values before the execution: from the session, if any.
+    async fn wf_initial_states(
+        &self,
+        ctx: &ExecCtx,
+    ) -> Result<BTreeMap<String, Option<Bytes>>, WorkflowError> {
+        let spec = &ctx.plan.spec;
+        let mut out: BTreeMap<String, Option<Bytes>> = spec
+            .states
+            .keys()
+            .map(|s| {
+                (
+                    s.clone(),
+                    spec.initial
+                        .get(s)
+                        .map(|v| Bytes::from(v.clone().into_bytes())),
+                )
+            })
+            .collect();
+        let Some(id) = &spec.session else {
+            return Ok(out);
+        };
+        let session = self
+            .sessions
+            .get(id)
+            .map_err(|e| WorkflowError::Session(e.to_string()))?;
+        let inner = session.gate.read().await;
+        let store = self.sessions.store_for(inner.record.mode);
+        for (s, value) in out.iter_mut() {
+            if let Some(v) = store
+                .get(id, s)
+                .await
+                .map_err(|e| WorkflowError::Session(e.to_string()))?
+            {
+                *value = Some(Bytes::from(v.value));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Records reports sent to this (entry) node.
+    pub fn wf_accept_reports(&self, env: Envelope<Reports>) {
+        let run = self
+            .workflows
+            .runs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&env.header.exec)
+            .cloned();
+        let Some(run) = run else { return };
+        let plan = &run.ctx.plan;
+        {
+            let mut s = run.state.lock().unwrap_or_else(|p| p.into_inner());
+            for r in &env.header.reports {
+                match r {
+                    Report::Output { task, blob } => {
+                        if let Ok(b) = env.blob(*blob) {
+                            s.outputs.entry(*task).or_insert(b);
+                        }
+                    }
+                    Report::Final { state, carry } => {
+                        let f = match carry {
+                            Carry::Value { blob } => Final::Value(env.blob(*blob).ok()),
+                            Carry::Absent => Final::Value(None),
+                            Carry::Ref { owner, version } => Final::Ref {
+                                owner: owner.clone(),
+                                version: *version,
+                            },
+                        };
+                        s.finals.entry(state.clone()).or_insert(f);
+                    }
+                    Report::Done {
+                        task,
+                        node,
+                        start_unix_ms,
+                        duration_us,
+                    } => {
+                        s.done
+                            .entry(*task)
+                            .or_insert((node.clone(), *start_unix_ms, *duration_us));
+                    }
+                    Report::Failed { task, node, error } => {
+                        if s.failed.is_none() {
+                            s.failed = Some(WorkflowError::Task {
+                                task: task.map(|t| plan.id(t).to_owned()).unwrap_or_default(),
+                                node: node.clone(),
+                                error: error.clone(),
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        run.notify.notify_waiters();
+    }
+
+    /// StateProp/StateLocal: the entry node, as the client, sends the input
+    /// to every source and each state to its first user (StateLocal: a
+    /// reference to the copy it keeps).
+    async fn wf_start_hops(
+        self: &Arc<Self>,
+        run: &Arc<Run>,
+        initial: BTreeMap<String, Option<Bytes>>,
+    ) {
+        let ctx = &run.ctx;
+        let plan = &ctx.plan;
+        let input = Bytes::from(plan.spec.input.clone().into_bytes());
+        let mut per_task: BTreeMap<usize, (bool, StateValues)> = BTreeMap::new();
+        for s in plan.sources() {
+            per_task.entry(s).or_default().0 = true;
+        }
+        let chain_prop = plan.spec.model == Model::StateProp && plan.is_chain;
+        let mut finals_now = Vec::new();
+        for (name, value) in &initial {
+            let first = if chain_prop {
+                plan.sources().next()
+            } else {
+                plan.first_users()
+                    .into_iter()
+                    .find(|(s, _)| s == name)
+                    .map(|(_, t)| t)
+            };
+            match first {
+                Some(t) => per_task
+                    .entry(t)
+                    .or_default()
+                    .1
+                    .push((name.clone(), value.clone())),
+                // A state no task uses ends as it began.
+                None => finals_now.push((name.clone(), Final::Value(value.clone()))),
+            }
+        }
+        if !finals_now.is_empty() {
+            let mut s = run.state.lock().unwrap_or_else(|p| p.into_inner());
+            for (n, f) in finals_now {
+                s.finals.insert(n, f);
+            }
+        }
+        for (task, (gets_input, states)) in per_task {
+            let mut env = Envelope::new(Deliver {
+                ctx: ctx.clone(),
+                task,
+                inputs: Vec::new(),
+                states: Vec::new(),
+            });
+            if gets_input {
+                let blob = env.push(Kind::Arg, input.clone());
+                env.header.inputs.push((None, blob));
+            }
+            for (name, value) in states {
+                let carry = match (plan.spec.model, value) {
+                    (Model::StateLocal, v) => Carry::Ref {
+                        owner: self.workflows.me.clone(),
+                        version: self.wf_own_initial(&ctx.exec, &name, v),
+                    },
+                    (_, Some(v)) => Carry::Value {
+                        blob: env.push(Kind::State, v),
+                    },
+                    (_, None) => Carry::Absent,
+                };
+                env.header.states.push((name, carry));
+            }
+            let Ok((body, cost)) = env.encode() else {
+                continue;
+            };
+            let target = ctx.nodes[task].clone();
+            if target == self.workflows.me {
+                self.workflows.traffic.count(&ctx.exec, &cost);
+                self.clone().wf_deliver(env);
+            } else if let Err(e) = self
+                .wf_post(&ctx.exec, &format!("{target}/v1/wf/deliver"), body, cost)
+                .await
+            {
+                let mut s = run.state.lock().unwrap_or_else(|p| p.into_inner());
+                s.failed.get_or_insert(WorkflowError::Task {
+                    task: plan.id(task).to_owned(),
+                    node: target,
+                    error: format!("delivery failed: {e}"),
+                });
+                drop(s);
+                run.notify.notify_waiters();
+                return;
+            }
+        }
+    }
+
+    fn wf_own_initial(&self, exec: &str, name: &str, value: Option<Bytes>) -> u64 {
+        let mut owned = self
+            .workflows
+            .owned
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        owned.insert(
+            (exec.to_owned(), name.to_owned()),
+            super::Owned {
+                value,
+                version: 1,
+                expires: Instant::now() + super::OWNED_TTL,
+            },
+        );
+        1
+    }
+
+    /// PureFaaS: call every ready task (independent ones in parallel), with
+    /// its inputs and the states it uses embedded, and take back its output
+    /// and states.
+    async fn wf_pure_faas(
+        self: &Arc<Self>,
+        run: &Arc<Run>,
+        initial: BTreeMap<String, Option<Bytes>>,
+    ) {
+        let ctx = run.ctx.clone();
+        let plan = &ctx.plan;
+        let n = plan.len();
+        let mut outputs: Vec<Option<Bytes>> = vec![None; n];
+        let mut states = initial;
+        let mut state_done: HashMap<(String, usize), bool> = HashMap::new();
+        let mut started = vec![false; n];
+        let mut finished = 0;
+        let mut running = tokio::task::JoinSet::new();
+        let input = Bytes::from(plan.spec.input.clone().into_bytes());
+        while finished < n {
+            let waiting: Vec<usize> = (0..n).filter(|&t| !started[t]).collect();
+            for t in waiting {
+                let data_ready = plan.preds[t].iter().all(|&p| outputs[p].is_some());
+                let states_ready = plan.uses[t].iter().all(|u| {
+                    u.prev
+                        .is_none_or(|p| state_done.contains_key(&(u.state.clone(), p)))
+                });
+                if !(data_ready && states_ready) {
+                    continue;
+                }
+                started[t] = true;
+                let mut inputs = HashMap::new();
+                if plan.preds[t].is_empty() {
+                    inputs.insert(None, input.clone());
+                }
+                for &p in &plan.preds[t] {
+                    if let Some(o) = &outputs[p] {
+                        inputs.insert(Some(p), o.clone());
+                    }
+                }
+                let task_states: StateValues = plan.uses[t]
+                    .iter()
+                    .map(|u| (u.state.clone(), states.get(&u.state).cloned().flatten()))
+                    .collect();
+                let (node, ctx) = (self.clone(), ctx.clone());
+                running.spawn(async move {
+                    let r = node.wf_call_task(&ctx, t, inputs, task_states).await;
+                    (t, r)
+                });
+            }
+            let Some(joined) = running.join_next().await else {
+                break;
+            };
+            let (t, result) = match joined {
+                Ok(x) => x,
+                Err(e) => {
+                    self.wf_fail_run(run, None, &self.workflows.me, format!("task panicked: {e}"));
+                    return;
+                }
+            };
+            match result {
+                Ok(TaskAnswer {
+                    output,
+                    states: new_states,
+                    start_unix_ms,
+                    duration_us,
+                }) => {
+                    outputs[t] = Some(output.clone());
+                    for (name, v) in new_states {
+                        state_done.insert((name.clone(), t), true);
+                        states.insert(name, v);
+                    }
+                    let mut s = run.state.lock().unwrap_or_else(|p| p.into_inner());
+                    s.done
+                        .insert(t, (ctx.nodes[t].clone(), start_unix_ms, duration_us));
+                    if plan.succs[t].is_empty() {
+                        s.outputs.insert(t, output);
+                    }
+                    finished += 1;
+                }
+                Err((node, e)) => {
+                    self.wf_fail_run(run, Some(t), &node, e);
+                    return;
+                }
+            }
+        }
+        let mut s = run.state.lock().unwrap_or_else(|p| p.into_inner());
+        for (name, v) in states {
+            s.finals.insert(name, Final::Value(v));
+        }
+        drop(s);
+        run.notify.notify_waiters();
+    }
+
+    fn wf_fail_run(&self, run: &Run, task: Option<usize>, node: &str, error: String) {
+        let mut s = run.state.lock().unwrap_or_else(|p| p.into_inner());
+        s.failed.get_or_insert(WorkflowError::Task {
+            task: task
+                .map(|t| run.ctx.plan.id(t).to_owned())
+                .unwrap_or_default(),
+            node: node.to_owned(),
+            error,
+        });
+        drop(s);
+        run.notify.notify_waiters();
+    }
+
+    /// One PureFaaS call: to this node in-process, or to a peer over HTTP.
+    /// An error names the node.
+    async fn wf_call_task(
+        self: &Arc<Self>,
+        ctx: &ExecCtx,
+        task: usize,
+        inputs: HashMap<Option<usize>, Bytes>,
+        states: StateValues,
+    ) -> Result<TaskAnswer, (String, String)> {
+        let target = ctx.nodes[task].clone();
+        let mut env = Envelope::new(RunTask {
+            ctx: ctx.clone(),
+            task,
+            inputs: Vec::new(),
+            states: Vec::new(),
+        });
+        for (from, data) in &inputs {
+            let blob = env.push(Kind::Arg, data.clone());
+            env.header.inputs.push((*from, blob));
+        }
+        for (name, v) in &states {
+            let carry = match v {
+                Some(v) => Carry::Value {
+                    blob: env.push(Kind::State, v.clone()),
+                },
+                None => Carry::Absent,
+            };
+            env.header.states.push((name.clone(), carry));
+        }
+        let (body, cost) = env
+            .encode()
+            .map_err(|e| (self.workflows.me.clone(), e.to_string()))?;
+        let started = unix_ms();
+        let answer = if target == self.workflows.me {
+            self.workflows.traffic.count(&ctx.exec, &cost);
+            let (raw, _) = self
+                .wf_serve_task(env)
+                .await
+                .map_err(|e| (target.clone(), e))?;
+            raw
+        } else {
+            self.wf_post(&ctx.exec, &format!("{target}/v1/wf/run"), body, cost)
+                .await
+                .map_err(|e| (target.clone(), e))?
+        };
+        let answer =
+            Envelope::<RunAnswer>::decode(answer).map_err(|e| (target.clone(), e.to_string()))?;
+        let output = answer
+            .blob(answer.header.output)
+            .map_err(|e| (target.clone(), e.to_string()))?;
+        let mut out_states = Vec::new();
+        for (name, carry) in &answer.header.states {
+            let v = match carry {
+                Carry::Value { blob } => Some(
+                    answer
+                        .blob(*blob)
+                        .map_err(|e| (target.clone(), e.to_string()))?,
+                ),
+                _ => None,
+            };
+            out_states.push((name.clone(), v));
+        }
+        Ok(TaskAnswer {
+            output,
+            states: out_states,
+            start_unix_ms: started,
+            duration_us: answer.header.duration_us,
+        })
+    }
+
+    /// Serves a PureFaaS task call: runs the task against the embedded
+    /// states and answers with its output and states (cost counted here,
+    /// by the node that sends the answer).
+    pub async fn wf_serve_task(&self, env: Envelope<RunTask>) -> Result<(Bytes, Cost), String> {
+        let RunTask {
+            ctx,
+            task,
+            inputs,
+            states,
+        } = &env.header;
+        let (ctx, task) = (ctx, *task);
+        if task >= ctx.plan.len() {
+            return Err("no such task".into());
+        }
+        let mut given = HashMap::new();
+        for (from, blob) in inputs {
+            given.insert(*from, env.blob(*blob).map_err(|e| e.to_string())?);
+        }
+        let mut visible = BTreeMap::new();
+        for (name, carry) in states {
+            let v = match carry {
+                Carry::Value { blob } => Some(env.blob(*blob).map_err(|e| e.to_string())?.to_vec()),
+                _ => None,
+            };
+            visible.insert(name.clone(), v);
+        }
+        let store = Arc::new(EmbeddedStore::new(visible));
+        let call_inputs = task_inputs(ctx, task, &given);
+        let t0 = Instant::now();
+        let function = &ctx.plan.spec.tasks[task].function;
+        let output = self
+            .invoke_with_store(
+                function,
+                &ctx.exec,
+                &call_inputs,
+                store.clone(),
+                ctx.remaining(),
+            )
+            .await
+            .map_err(|e| format!("task {:?}: {e}", ctx.plan.id(task)))?;
+        let duration_us = t0.elapsed().as_micros() as u64;
+        let values = Arc::try_unwrap(store)
+            .map_err(|_| "state store still in use".to_string())?
+            .into_values();
+        let mut answer = Envelope::new(RunAnswer {
+            output: 0,
+            states: Vec::new(),
+            duration_us,
+        });
+        answer.header.output = answer.push(Kind::Arg, Bytes::from(output));
+        for (name, v) in values {
+            let carry = match v {
+                Some(v) => Carry::Value {
+                    blob: answer.push(Kind::State, Bytes::from(v)),
+                },
+                None => Carry::Absent,
+            };
+            answer.header.states.push((name, carry));
+        }
+        let (raw, mut cost) = answer.encode().map_err(|e| e.to_string())?;
+        if ctx.entry != self.workflows.me {
+            cost.wire = raw.len() as u64 + response_head_bytes(raw.len());
+        }
+        self.workflows.traffic.count(&ctx.exec, &cost);
+        Ok((raw, cost))
+    }
+
+    /// Assembles the result: withdraws StateLocal states into the session if
+    /// there is one, writes final states back to it, gathers traffic.
+    async fn wf_finish(
+        self: &Arc<Self>,
+        run: &Arc<Run>,
+        started: Instant,
+    ) -> Result<WorkflowResult, WorkflowError> {
+        let ctx = &run.ctx;
+        let plan = &ctx.plan;
+        let (outputs, finals, done) = {
+            let s = run.state.lock().unwrap_or_else(|p| p.into_inner());
+            (s.outputs.clone(), s.finals.clone(), s.done.clone())
+        };
+        let mut states = BTreeMap::new();
+        let mut values: BTreeMap<String, Option<Bytes>> = BTreeMap::new();
+        for (name, f) in finals {
+            match f {
+                Final::Value(v) => {
+                    states.insert(name.clone(), view(v.as_ref()));
+                    values.insert(name, v);
+                }
+                Final::Ref { owner, version } if plan.spec.session.is_some() => {
+                    let v = self
+                        .wf_fetch(&ctx.exec, &owner, &name, version)
+                        .await
+                        .map_err(|e| WorkflowError::Task {
+                            task: String::new(),
+                            node: owner.clone(),
+                            error: format!("withdrawing state {name:?}: {e}"),
+                        })?;
+                    states.insert(name.clone(), view(v.as_ref()));
+                    values.insert(name, v);
+                }
+                Final::Ref { owner, version } => {
+                    states.insert(
+                        name,
+                        StateView {
+                            base64: None,
+                            text: None,
+                            owner: Some(owner),
+                            version: Some(version),
+                        },
+                    );
+                }
+            }
+        }
+        if let Some(id) = &plan.spec.session {
+            self.wf_write_session(id, &values).await?;
+        }
+        let mut traffic = TrafficView::default();
+        let mut nodes: Vec<&String> = ctx
+            .nodes
+            .iter()
+            .chain(std::iter::once(&ctx.entry))
+            .collect();
+        nodes.sort();
+        nodes.dedup();
+        for n in nodes {
+            let cost = if *n == self.workflows.me {
+                self.workflows.traffic.of(&ctx.exec)
+            } else {
+                let url = format!("{n}/v1/wf/{}/traffic", ctx.exec);
+                match self.peer.http().get(url).send().await {
+                    Ok(r) => r.json::<Cost>().await.unwrap_or_default(),
+                    Err(_) => Cost::default(),
+                }
+            };
+            traffic.total.add(&cost);
+            traffic.nodes.insert(n.clone(), cost);
+        }
+        let t0 = ctx.deadline_unix_ms.saturating_sub(
+            plan.spec
+                .deadline_ms
+                .unwrap_or(DEFAULT_DEADLINE.as_millis() as u64),
+        );
+        let mut timings: Vec<TaskTiming> = done
+            .into_iter()
+            .map(|(t, (node, start, us))| TaskTiming {
+                task: plan.id(t).to_owned(),
+                node,
+                start_ms: start.saturating_sub(t0),
+                duration_ms: us as f64 / 1000.0,
+            })
+            .collect();
+        timings.sort_by_key(|t| t.start_ms);
+        let mut out = BTreeMap::new();
+        let mut out_text = BTreeMap::new();
+        for (t, b) in outputs {
+            out.insert(plan.id(t).to_owned(), B64.encode(&b));
+            if let Ok(s) = std::str::from_utf8(&b) {
+                out_text.insert(plan.id(t).to_owned(), s.to_owned());
+            }
+        }
+        self.workflows
+            .runs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&ctx.exec);
+        Ok(WorkflowResult {
+            execution: ctx.exec.clone(),
+            model: plan.spec.model,
+            outputs: out,
+            outputs_text: out_text,
+            states,
+            timings,
+            traffic,
+            duration_ms: started.elapsed().as_secs_f64() * 1e3,
+        })
+    }
+
+    async fn wf_write_session(
+        &self,
+        id: &str,
+        values: &BTreeMap<String, Option<Bytes>>,
+    ) -> Result<(), WorkflowError> {
+        let session = self
+            .sessions
+            .get(id)
+            .map_err(|e| WorkflowError::Session(e.to_string()))?;
+        let inner = session.gate.write().await;
+        let store = self.sessions.store_for(inner.record.mode);
+        let commit = Commit {
+            reads: Vec::new(),
+            writes: values
+                .iter()
+                .map(|(k, v)| (k.clone(), v.as_ref().map(|b| b.to_vec())))
+                .collect(),
+        };
+        store
+            .commit(id, &commit)
+            .await
+            .map_err(|e| WorkflowError::Session(e.to_string()))?;
+        Ok(())
+    }
+}
+
+fn view(v: Option<&Bytes>) -> StateView {
+    StateView {
+        base64: v.map(|b| B64.encode(b)),
+        text: v.and_then(|b| std::str::from_utf8(b).ok().map(str::to_owned)),
+        owner: None,
+        version: None,
+    }
+}
