@@ -9,7 +9,7 @@ use edge_host_api::bindings::FunctionPre;
 use edge_host_api::{Input, Mode, SledStore, Source, StateCtx, StateLimits, StateStore};
 use edge_runtime::engine::{HostState, build_engine, build_linker, new_store, start_epoch_ticker};
 use edge_runtime::session::SessionMode;
-use edge_runtime::{EngineConfig, InvokeRequest, Node, NodeConfig};
+use edge_runtime::{EngineConfig, InvokeRequest, Node, NodeConfig, RemoteStore};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use wasmtime::Engine;
@@ -174,6 +174,34 @@ fn node_paths(c: &mut Criterion) {
             b.to_async(&rt).iter(|| async {
                 let req = InvokeRequest::from_client(function, Some(session.into()), Vec::new());
                 served.node.invoke(req).await.unwrap()
+            })
+        });
+    }
+    // The same stateful call on the external stores: Redis and a peer node.
+    let redis = edge_benches::Redis::start();
+    let state_server = rt.block_on(ServedNode::start(&[])).unwrap();
+    let mut stores = vec![(
+        "counter_remote_peer",
+        RemoteStore::Peer(state_server.url("")),
+    )];
+    if let Some(r) = &redis {
+        stores.push(("counter_remote_redis", RemoteStore::Redis(r.url.clone())));
+    }
+    for (label, store) in stores {
+        let remote = rt
+            .block_on(ServedNode::start_with(
+                &[("counter", guests::COUNTER)],
+                |c| c.remote_store = store,
+            ))
+            .unwrap();
+        g.bench_function(label, |b| {
+            b.to_async(&rt).iter(|| async {
+                let req = InvokeRequest::from_client(
+                    "counter",
+                    Some("remote-counter".into()),
+                    Vec::new(),
+                );
+                remote.node.invoke(req).await.unwrap()
             })
         });
     }

@@ -144,7 +144,8 @@ impl StateStore for SledStore {
             for (full, value) in &writes {
                 match value {
                     Some(bytes) => {
-                        let version = tx.generate_id()?;
+                        // sled ids start at 0; versions start at 1.
+                        let version = tx.generate_id()? + 1;
                         let mut record = Vec::with_capacity(8 + bytes.len());
                         record.extend_from_slice(&version.to_be_bytes());
                         record.extend_from_slice(bytes);

@@ -127,6 +127,7 @@ struct NodeArg {
     /// The node's URL.
     #[arg(
         long = "node",
+        global = true,
         env = "EDGE_NODE_URL",
         default_value = "http://127.0.0.1:7878"
     )]
@@ -525,7 +526,7 @@ async fn workflow(base: &str, command: WorkflowCommand) -> Result<()> {
             "{:<16} {:<28} {:>9} {:>11.2}",
             t["task"].as_str().unwrap_or("?"),
             t["node"].as_str().unwrap_or("?"),
-            t["start_ms"],
+            t["start_ms"].as_u64().unwrap_or(0),
             t["duration_ms"].as_f64().unwrap_or(0.0)
         );
     }
@@ -543,7 +544,11 @@ async fn workflow(base: &str, command: WorkflowCommand) -> Result<()> {
     ))) {
         println!(
             "{:<28} {:>10} {:>10} {:>10} {:>10}",
-            node, c["args"], c["states"], c["control"], c["wire"]
+            node,
+            c["args"].as_u64().unwrap_or(0),
+            c["states"].as_u64().unwrap_or(0),
+            c["control"].as_u64().unwrap_or(0),
+            c["wire"].as_u64().unwrap_or(0)
         );
     }
     Ok(())

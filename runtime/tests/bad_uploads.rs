@@ -104,15 +104,8 @@ async fn malformed_uploads_get_4xx_and_the_node_keeps_serving() {
         assert!(node.healthy().await, "after {what}");
     }
 
-    let listed: Vec<serde_json::Value> = node
-        .http
-        .get(node.at("/v1/functions"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed: Vec<serde_json::Value> =
+        serde_json::from_value(node.get_json("/v1/functions").await).unwrap();
     assert_eq!(listed.len(), 1, "no malformed upload was registered");
     assert_eq!(node.invoke_ok("echo", None, "alive").await, "alive");
 }
@@ -142,14 +135,7 @@ async fn bad_names_are_refused_before_the_body_is_read() {
         assert_eq!(got, 400, "{name}: {text}");
         assert!(text.contains("invalid_name"), "{name}: {text}");
     }
-    let listed: Vec<serde_json::Value> = node
-        .http
-        .get(node.at("/v1/functions"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed: Vec<serde_json::Value> =
+        serde_json::from_value(node.get_json("/v1/functions").await).unwrap();
     assert!(listed.is_empty());
 }

@@ -86,27 +86,12 @@ async fn functions_are_listed_described_and_deleted() {
     node.deploy("echo-2", guests::ECHO).await;
     node.deploy("counter", guests::COUNTER).await;
 
-    let list: Vec<serde_json::Value> = node
-        .http
-        .get(node.at("/v1/functions"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: Vec<serde_json::Value> =
+        serde_json::from_value(node.get_json("/v1/functions").await).unwrap();
     let names: Vec<&str> = list.iter().map(|f| f["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["counter", "echo", "echo-2"]);
 
-    let info: serde_json::Value = node
-        .http
-        .get(node.at("/v1/functions/echo"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let info: serde_json::Value = node.get_json("/v1/functions/echo").await;
     let bytes = std::fs::read(guests::ECHO).unwrap();
     assert_eq!(info["size"], bytes.len());
     assert_eq!(info["digest"].as_str().unwrap().len(), 64);
@@ -164,15 +149,8 @@ async fn restart_loads_artifacts_without_compiling_and_keeps_state() {
     node.stop().await;
 
     let node = TestNode::start(dir.path(), &[]).await;
-    let list: Vec<serde_json::Value> = node
-        .http
-        .get(node.at("/v1/functions"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: Vec<serde_json::Value> =
+        serde_json::from_value(node.get_json("/v1/functions").await).unwrap();
     assert_eq!(list.len(), guests::ALL.len());
     assert_eq!(node.invoke_ok("echo", None, "again").await, "again");
     assert_eq!(node.invoke_ok("counter", Some("kept"), "").await, "3");
@@ -233,15 +211,7 @@ async fn unknown_routes_methods_and_functions_get_json_errors() {
         "method_not_allowed",
     )
     .await;
-    let health: serde_json::Value = node
-        .http
-        .get(node.at("/healthz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health: serde_json::Value = node.get_json("/healthz").await;
     assert_eq!(health["status"], "ok");
 }
 

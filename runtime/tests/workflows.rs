@@ -262,13 +262,7 @@ async fn a_join_whose_input_never_comes_fails_by_the_deadline() {
         );
     }
     // The join that waited on c was dropped there.
-    tokio::time::timeout(std::time::Duration::from_secs(5), async {
-        while c.metric("edge_workflow_pending").await > 0.0 {
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
-    })
-    .await
-    .expect("no pending join left on c");
+    c.wait_for_metric("edge_workflow_pending", 0.0).await;
 }
 
 #[tokio::test]
@@ -304,13 +298,7 @@ async fn a_peer_killed_mid_run_fails_the_run_by_the_deadline() {
         body["error"].as_str().unwrap().contains("\"mid\""),
         "{body}"
     );
-    tokio::time::timeout(std::time::Duration::from_secs(5), async {
-        while c.metric("edge_workflow_pending").await > 0.0 {
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
-    })
-    .await
-    .expect("no orphaned pending entry on c");
+    c.wait_for_metric("edge_workflow_pending", 0.0).await;
     // With b gone, every model now fails fast, naming b.
     for model in MODELS {
         let mut spec = spec.clone();

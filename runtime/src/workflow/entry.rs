@@ -534,7 +534,7 @@ impl Node {
                 let carry = match (plan.spec.model, value) {
                     (Model::StateLocal, v) => Carry::Ref {
                         owner: self.workflows.me.clone(),
-                        version: self.wf_own_initial(&ctx.exec, &name, v),
+                        version: self.wf_own(&ctx.exec, &name, v),
                     },
                     (_, Some(v)) => Carry::Value {
                         blob: env.push(Kind::State, v),
@@ -565,23 +565,6 @@ impl Node {
                 return;
             }
         }
-    }
-
-    fn wf_own_initial(&self, exec: &str, name: &str, value: Option<Bytes>) -> u64 {
-        let mut owned = self
-            .workflows
-            .owned
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        owned.insert(
-            (exec.to_owned(), name.to_owned()),
-            super::Owned {
-                value,
-                version: 1,
-                expires: Instant::now() + super::OWNED_TTL,
-            },
-        );
-        1
     }
 
     /// PureFaaS: call every ready task (independent ones in parallel), with

@@ -427,7 +427,7 @@ impl Node {
     }
 
     /// Keeps a state on this node (StateLocal) and returns its version.
-    fn wf_own(&self, exec: &str, name: &str, value: Option<Bytes>) -> u64 {
+    pub(super) fn wf_own(&self, exec: &str, name: &str, value: Option<Bytes>) -> u64 {
         let mut owned = self
             .workflows
             .owned

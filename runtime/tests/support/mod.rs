@@ -137,6 +137,24 @@ impl TestNode {
             .sum()
     }
 
+    /// `GET path` as JSON, asserting 200.
+    pub async fn get_json(&self, path: &str) -> serde_json::Value {
+        let r = self.http.get(self.at(path)).send().await.unwrap();
+        assert_eq!(r.status(), 200, "GET {path}");
+        r.json().await.unwrap()
+    }
+
+    /// Waits (up to 10 s) until metric `name` equals `want`.
+    pub async fn wait_for_metric(&self, name: &str, want: f64) {
+        let waited = tokio::time::timeout(Duration::from_secs(10), async {
+            while self.metric(name).await != want {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+        .await;
+        assert!(waited.is_ok(), "{name} never reached {want}");
+    }
+
     pub async fn healthy(&self) -> bool {
         matches!(self.http.get(self.at("/healthz")).send().await, Ok(r) if r.status() == 200)
     }
