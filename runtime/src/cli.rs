@@ -1,21 +1,16 @@
 //! The command line: `serve` runs a node; the other commands are clients of one.
 
 use anyhow::{Context, Result, bail};
-use clap::{Args, Parser, Subcommand};
-use edge_runtime::http::{
-    DURATION_HEADER, MODE_HEADER, SESSION_HEADER, START_HEADER, ServerConfig,
-};
-use edge_runtime::{EngineConfig, Node, NodeConfig};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use edge_runtime::http::{DURATION_HEADER, MODE_HEADER, SESSION_HEADER, START_HEADER};
 use futures_util::StreamExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::time::Duration;
 
 #[derive(Parser)]
 #[command(
     name = "edge-node",
-    version,
+    version = edge_runtime::VERSION_LINE,
     about = "A WebAssembly runtime for stateful functions at the edge"
 )]
 struct Cli {
@@ -26,7 +21,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a node.
-    Serve(ServeArgs),
+    Serve(crate::serve::ServeArgs),
     /// Upload a component to a node under NAME.
     Deploy {
         /// The function's name.
@@ -134,73 +129,14 @@ struct NodeArg {
     url: String,
 }
 
-#[derive(Args)]
-struct ServeArgs {
-    /// Address to listen on (port 0 picks a free one; the address is printed).
-    #[arg(long, env = "EDGE_LISTEN", default_value = "127.0.0.1:7878")]
-    listen: String,
-    /// Where functions, artifacts and state are kept.
-    #[arg(long, env = "EDGE_DATA_DIR", default_value = "./edge-data")]
-    data_dir: PathBuf,
-    /// Wall-clock limit of one invocation, in milliseconds.
-    #[arg(long, default_value_t = 5000)]
-    deadline_ms: u64,
-    /// Largest component upload, in bytes.
-    #[arg(long, default_value_t = 64 << 20)]
-    max_upload_bytes: usize,
-    /// Largest invocation body, in bytes.
-    #[arg(long, default_value_t = 8 << 20)]
-    max_invoke_bytes: usize,
-    /// Instances alive at once (the pooling allocator's size).
-    #[arg(long, default_value_t = 128)]
-    max_instances: u32,
-    /// Largest linear memory of an instance, in MiB.
-    #[arg(long, default_value_t = 128)]
-    max_memory_mib: usize,
-    /// Components compiled at once.
-    #[arg(long, default_value_t = 2)]
-    compile_concurrency: usize,
-    /// Allocate instances on demand instead of from a pool.
-    #[arg(long)]
-    no_pooling: bool,
-    /// sled's page cache, in MiB.
-    #[arg(long, default_value_t = 32)]
-    sled_cache_mib: u64,
-    /// Seconds a client may take to send request headers.
-    #[arg(long, default_value_t = 10)]
-    header_timeout_secs: u64,
-    /// Log as JSON lines instead of text.
-    #[arg(long)]
-    log_json: bool,
-    /// Where remote-state sessions keep state: `local` (this node's sled),
-    /// `redis://host:port`, or `http://peer:port` (another edge-node).
-    #[arg(long, env = "EDGE_REMOTE_STORE", default_value = "local")]
-    remote_store: edge_runtime::RemoteStore,
-    /// Sessions in local-state mode at once (beyond: served remote, reason `capacity`).
-    #[arg(long, default_value_t = 64)]
-    max_local_sessions: usize,
-    /// Seconds a pinned instance may sit idle before it is dropped.
-    #[arg(long, default_value_t = 300)]
-    pin_ttl_secs: u64,
-    /// The URL other nodes reach this one at (default: http://<listen address>).
-    #[arg(long, env = "EDGE_PUBLIC_URL")]
-    public_url: Option<String>,
-    /// Another node, for workflows: NAME=URL (repeatable).
-    #[arg(long = "peer", value_parser = parse_peer)]
-    peers: Vec<(String, String)>,
-}
-
-fn parse_peer(s: &str) -> Result<(String, String), String> {
-    let (name, url) = s.split_once('=').ok_or("expected NAME=URL")?;
-    if name.is_empty() || !(url.starts_with("http://") || url.starts_with("https://")) {
-        return Err(format!("expected NAME=http://host:port, got {s:?}"));
-    }
-    Ok((name.to_owned(), url.trim_end_matches('/').to_owned()))
-}
-
 /// Runs the command line and turns errors into a message and exit code 1.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
+    let serve_matches = matches.subcommand_matches("serve").cloned();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -211,7 +147,7 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    match runtime.block_on(run(cli, serve_matches)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -220,9 +156,12 @@ pub fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> Result<()> {
+async fn run(cli: Cli, serve_matches: Option<clap::ArgMatches>) -> Result<()> {
     match cli.command {
-        Command::Serve(args) => serve(args).await,
+        Command::Serve(args) => {
+            let matches = serve_matches.context("serve arguments")?;
+            crate::serve::serve(crate::serve::resolve(args, &matches)?).await
+        }
         Command::Deploy { name, file, node } => deploy(&node.url, &name, &file).await,
         Command::Invoke {
             name,
@@ -245,80 +184,6 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Session { command, node } => session(&node.url, command).await,
         Command::Workflow { command, node } => workflow(&node.url, command).await,
     }
-}
-
-fn init_logging(json: bool) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("EDGE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(ansi)
-        .with_writer(std::io::stderr);
-    if json {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
-}
-
-async fn serve(args: ServeArgs) -> Result<()> {
-    init_logging(args.log_json);
-    let mut config = NodeConfig::new(&args.data_dir);
-    config.invoke_deadline = Duration::from_millis(args.deadline_ms);
-    config.max_upload_bytes = args.max_upload_bytes;
-    config.max_invoke_bytes = args.max_invoke_bytes;
-    config.compile_concurrency = args.compile_concurrency;
-    config.sled_cache_bytes = args.sled_cache_mib << 20;
-    config.engine = EngineConfig {
-        max_instances: args.max_instances,
-        max_memory_bytes: args.max_memory_mib << 20,
-        pooling: !args.no_pooling,
-        ..EngineConfig::default()
-    };
-    config.remote_store = args.remote_store.clone();
-    config.max_local_sessions = args.max_local_sessions;
-    config.pin_ttl = Duration::from_secs(args.pin_ttl_secs);
-    config.peers = args.peers.clone();
-    let listener = tokio::net::TcpListener::bind(&args.listen)
-        .await
-        .with_context(|| format!("binding {}", args.listen))?;
-    let addr = listener.local_addr()?;
-    config.public_url = Some(
-        args.public_url
-            .clone()
-            .unwrap_or_else(|| format!("http://{addr}")),
-    );
-    let node = Node::open(config)
-        .await
-        .with_context(|| format!("opening the node in {}", args.data_dir.display()))?;
-    // The one line on stdout: scripts and tests read the bound address here.
-    println!("edge-node listening on http://{addr}");
-    tracing::info!(%addr, data_dir = %args.data_dir.display(), functions = node.registry().list().len(), "serving");
-    let server = ServerConfig {
-        header_read_timeout: Duration::from_secs(args.header_timeout_secs),
-        ..ServerConfig::default()
-    };
-    edge_runtime::http::serve(listener, Arc::new(node), server, shutdown_signal()).await?;
-    tracing::info!("stopped");
-    Ok(())
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot listen for SIGTERM");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
-    tracing::info!("signal received");
 }
 
 fn endpoint(base: &str, path: &str) -> String {

@@ -28,6 +28,23 @@ pub struct EngineConfig {
     pub pooling: bool,
 }
 
+impl EngineConfig {
+    /// Virtual address space the instance pool reserves up front, in bytes:
+    /// linear memory slots (with guards), async stacks and tables.
+    pub fn reserved_address_space(&self) -> u64 {
+        if !self.pooling {
+            return 0;
+        }
+        let n = u64::from(self.max_instances);
+        let memories = n
+            * u64::from(self.memories_per_instance)
+            * (self.max_memory_bytes as u64 + self.memory_guard_bytes);
+        let stacks = n * (self.max_wasm_stack as u64 + (512 << 10) + 4096);
+        let tables = n * 8 * 50_000 * 8;
+        memories + stacks + tables
+    }
+}
+
 impl Default for EngineConfig {
     fn default() -> Self {
         Self {

@@ -41,5 +41,27 @@ pub mod session;
 pub mod workflow;
 
 pub use config::{EngineConfig, NodeConfig, RemoteStore};
+
+/// The wasmtime version this runtime is built on (kept equal to the exact
+/// pin in the workspace `Cargo.toml`; a test checks it).
+pub const WASMTIME_VERSION: &str = "48.0.8";
+
+/// What `edge-node --version` prints after the name.
+pub const VERSION_LINE: &str = concat!(env!("CARGO_PKG_VERSION"), " (wasmtime 48.0.8)");
+
+#[cfg(test)]
+mod version_tests {
+    #[test]
+    fn wasmtime_version_matches_the_pin() {
+        let manifest =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.toml")).unwrap();
+        let pin = format!("wasmtime = {{ version = \"={}\"", super::WASMTIME_VERSION);
+        assert!(
+            manifest.contains(&pin),
+            "update WASMTIME_VERSION and VERSION_LINE to the pin"
+        );
+        assert!(super::VERSION_LINE.contains(super::WASMTIME_VERSION));
+    }
+}
 pub use invoke::{InvokeError, InvokeOutcome, InvokeRequest, StartKind};
 pub use node::{Node, NodeError};

@@ -62,6 +62,7 @@ pub fn router(node: Arc<Node>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
+        .route("/v1/node", get(node_info))
         .route("/v1/functions", get(list_functions))
         .route(
             "/v1/functions/{name}",
@@ -170,6 +171,33 @@ async fn metrics(State(node): State<AppState>) -> Response {
         node.metrics().render(),
     )
         .into_response()
+}
+
+/// The node's identity and effective settings.
+#[tracing::instrument(skip_all)]
+async fn node_info(State(node): State<AppState>) -> Json<serde_json::Value> {
+    let c = node.config();
+    let remote = match &c.remote_store {
+        crate::RemoteStore::Local => "local".to_owned(),
+        crate::RemoteStore::Redis(_) => "redis".to_owned(),
+        crate::RemoteStore::Peer(url) => url.clone(),
+    };
+    Json(serde_json::json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "wasmtime": crate::WASMTIME_VERSION,
+        "url": c.public_url,
+        "arch": std::env::consts::ARCH,
+        "deadline_ms": c.invoke_deadline.as_millis() as u64,
+        "max_instances": c.engine.max_instances,
+        "max_memory_bytes": c.engine.max_memory_bytes,
+        "pooling": c.engine.pooling,
+        "reserved_address_space": c.engine.reserved_address_space(),
+        "compile_concurrency": c.compile_concurrency,
+        "sled_cache_bytes": c.sled_cache_bytes,
+        "max_local_sessions": c.max_local_sessions,
+        "remote_store": remote,
+        "peers": c.peers.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>(),
+    }))
 }
 
 #[tracing::instrument(skip_all)]

@@ -21,7 +21,25 @@ pub struct TestNode {
 impl TestNode {
     /// Starts a node on `data_dir` with extra `serve` flags.
     pub async fn start(data_dir: &Path, extra: &[&str]) -> TestNode {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_edge-node"))
+        Self::spawn(
+            Command::new(env!("CARGO_BIN_EXE_edge-node")),
+            data_dir,
+            extra,
+        )
+        .await
+    }
+
+    /// As [`TestNode::start`], under `ulimit -v kib` (address space).
+    pub async fn start_limited(data_dir: &Path, extra: &[&str], kib: u64) -> TestNode {
+        let mut sh = Command::new("sh");
+        sh.arg("-c")
+            .arg(format!("ulimit -v {kib} && exec \"$0\" \"$@\""))
+            .arg(env!("CARGO_BIN_EXE_edge-node"));
+        Self::spawn(sh, data_dir, extra).await
+    }
+
+    async fn spawn(mut command: Command, data_dir: &Path, extra: &[&str]) -> TestNode {
+        let mut child = command
             .arg("serve")
             .args(["--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)

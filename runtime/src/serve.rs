@@ -1,0 +1,296 @@
+//! `edge-node serve`: its flags, the TOML config file that can say the same,
+//! the machine profiles, and the running server.
+//!
+//! Precedence, highest first: a flag or its environment variable, the
+//! config file (`--config`), the profile (`--profile`), the built-in default.
+
+use anyhow::{Context, Result, bail};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, ValueEnum};
+use edge_runtime::http::ServerConfig;
+use edge_runtime::{EngineConfig, Node, NodeConfig, RemoteStore};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A preset for the kind of machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Profile {
+    /// Servers and desktops.
+    Default,
+    /// Raspberry Pi class: 1–4 GB RAM, SD card, 39-bit address space.
+    Pi,
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// A TOML file with any of the settings below (flags override it).
+    #[arg(long, env = "EDGE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Preset sizes for the machine: `default`, or `pi` (32 instances of
+    /// at most 64 MiB, one compilation at a time, 8 MiB sled cache,
+    /// 16 local sessions).
+    #[arg(long, value_enum, default_value = "default")]
+    profile: Profile,
+    /// Address to listen on (port 0 picks a free one; the address is printed).
+    #[arg(long, env = "EDGE_LISTEN", default_value = "127.0.0.1:7878")]
+    listen: String,
+    /// Where functions, artifacts and state are kept.
+    #[arg(long, env = "EDGE_DATA_DIR", default_value = "./edge-data")]
+    data_dir: PathBuf,
+    /// Wall-clock limit of one invocation, in milliseconds.
+    #[arg(long, default_value_t = 5000)]
+    deadline_ms: u64,
+    /// Largest component upload, in bytes.
+    #[arg(long, default_value_t = 64 << 20)]
+    max_upload_bytes: usize,
+    /// Largest invocation body, in bytes.
+    #[arg(long, default_value_t = 8 << 20)]
+    max_invoke_bytes: usize,
+    /// Instances alive at once (the pooling allocator's size).
+    #[arg(long, default_value_t = 128)]
+    max_instances: u32,
+    /// Largest linear memory of an instance, in MiB.
+    #[arg(long, default_value_t = 128)]
+    max_memory_mib: usize,
+    /// Components compiled at once.
+    #[arg(long, default_value_t = 2)]
+    compile_concurrency: usize,
+    /// Allocate instances on demand instead of from a pool.
+    #[arg(long)]
+    no_pooling: bool,
+    /// sled's page cache, in MiB.
+    #[arg(long, default_value_t = 32)]
+    sled_cache_mib: u64,
+    /// Seconds a client may take to send request headers.
+    #[arg(long, default_value_t = 10)]
+    header_timeout_secs: u64,
+    /// Log as JSON lines instead of text.
+    #[arg(long)]
+    log_json: bool,
+    /// Where remote-state sessions keep state: `local` (this node's sled),
+    /// `redis://host:port`, or `http://peer:port` (another edge-node).
+    #[arg(long, env = "EDGE_REMOTE_STORE", default_value = "local")]
+    remote_store: RemoteStore,
+    /// Sessions in local-state mode at once (beyond: served remote, reason `capacity`).
+    #[arg(long, default_value_t = 64)]
+    max_local_sessions: usize,
+    /// Seconds a pinned instance may sit idle before it is dropped.
+    #[arg(long, default_value_t = 300)]
+    pin_ttl_secs: u64,
+    /// The URL other nodes reach this one at (default: http://<listen address>).
+    #[arg(long, env = "EDGE_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// Another node, for workflows: NAME=URL (repeatable).
+    #[arg(long = "peer", value_parser = parse_peer)]
+    peers: Vec<(String, String)>,
+}
+
+/// The config file: every `serve` setting, in kebab-case; `peers` is a table
+/// of NAME = "URL".
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct FileConfig {
+    profile: Option<Profile>,
+    listen: Option<String>,
+    data_dir: Option<PathBuf>,
+    deadline_ms: Option<u64>,
+    max_upload_bytes: Option<usize>,
+    max_invoke_bytes: Option<usize>,
+    max_instances: Option<u32>,
+    max_memory_mib: Option<usize>,
+    compile_concurrency: Option<usize>,
+    no_pooling: Option<bool>,
+    sled_cache_mib: Option<u64>,
+    header_timeout_secs: Option<u64>,
+    log_json: Option<bool>,
+    remote_store: Option<String>,
+    max_local_sessions: Option<usize>,
+    pin_ttl_secs: Option<u64>,
+    public_url: Option<String>,
+    peers: Option<BTreeMap<String, String>>,
+}
+
+impl Profile {
+    /// What the profile changes from the defaults.
+    fn preset(self) -> FileConfig {
+        match self {
+            Profile::Default => FileConfig::default(),
+            Profile::Pi => FileConfig {
+                max_instances: Some(32),
+                max_memory_mib: Some(64),
+                compile_concurrency: Some(1),
+                sled_cache_mib: Some(8),
+                max_local_sessions: Some(16),
+                ..FileConfig::default()
+            },
+        }
+    }
+}
+
+fn parse_peer(s: &str) -> Result<(String, String), String> {
+    let (name, url) = s.split_once('=').ok_or("expected NAME=URL")?;
+    if name.is_empty() || !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Err(format!("expected NAME=http://host:port, got {s:?}"));
+    }
+    Ok((name.to_owned(), url.trim_end_matches('/').to_owned()))
+}
+
+/// True when the setting `id` came from the command line or the environment.
+fn explicit(m: &ArgMatches, id: &str) -> bool {
+    matches!(
+        m.value_source(id),
+        Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+    )
+}
+
+/// Applies the config file and the profile under the flags.
+pub fn resolve(mut args: ServeArgs, m: &ArgMatches) -> Result<ServeArgs> {
+    let file: FileConfig = match &args.config {
+        None => FileConfig::default(),
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            toml::from_str(&text).with_context(|| format!("in {}", path.display()))?
+        }
+    };
+    if !explicit(m, "profile")
+        && let Some(p) = file.profile
+    {
+        args.profile = p;
+    }
+    let preset = args.profile.preset();
+    macro_rules! layer {
+        ($($field:ident),* $(,)?) => {$(
+            if !explicit(m, stringify!($field)) {
+                if let Some(v) = file.$field.clone().or(preset.$field.clone()) {
+                    args.$field = v;
+                }
+            }
+        )*};
+    }
+    layer!(
+        listen,
+        data_dir,
+        deadline_ms,
+        max_upload_bytes,
+        max_invoke_bytes,
+        max_instances,
+        max_memory_mib,
+        compile_concurrency,
+        no_pooling,
+        sled_cache_mib,
+        header_timeout_secs,
+        log_json,
+        max_local_sessions,
+        pin_ttl_secs,
+    );
+    if !explicit(m, "remote_store")
+        && let Some(s) = &file.remote_store
+    {
+        args.remote_store = s.parse().map_err(anyhow::Error::msg)?;
+    }
+    if !explicit(m, "public_url") && file.public_url.is_some() {
+        args.public_url = file.public_url.clone();
+    }
+    if !explicit(m, "peers")
+        && let Some(peers) = &file.peers
+    {
+        args.peers = peers
+            .iter()
+            .map(|(n, u)| parse_peer(&format!("{n}={u}")))
+            .collect::<Result<_, _>>()
+            .map_err(anyhow::Error::msg)?;
+    }
+    if args.max_instances == 0 || args.max_memory_mib == 0 {
+        bail!("max-instances and max-memory-mib must be at least 1");
+    }
+    Ok(args)
+}
+
+fn init_logging(json: bool) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("EDGE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    // No colours unless a person is watching: journald and files get plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+/// Runs a node until SIGINT or SIGTERM.
+pub async fn serve(args: ServeArgs) -> Result<()> {
+    init_logging(args.log_json);
+    let mut config = NodeConfig::new(&args.data_dir);
+    config.invoke_deadline = Duration::from_millis(args.deadline_ms);
+    config.max_upload_bytes = args.max_upload_bytes;
+    config.max_invoke_bytes = args.max_invoke_bytes;
+    config.compile_concurrency = args.compile_concurrency;
+    config.sled_cache_bytes = args.sled_cache_mib << 20;
+    config.engine = EngineConfig {
+        max_instances: args.max_instances,
+        max_memory_bytes: args.max_memory_mib << 20,
+        pooling: !args.no_pooling,
+        ..EngineConfig::default()
+    };
+    config.remote_store = args.remote_store.clone();
+    config.max_local_sessions = args.max_local_sessions;
+    config.pin_ttl = Duration::from_secs(args.pin_ttl_secs);
+    config.peers = args.peers.clone();
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    config.public_url = Some(
+        args.public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{addr}")),
+    );
+    let reserved = config.engine.reserved_address_space();
+    let node = Node::open(config)
+        .await
+        .with_context(|| format!("opening the node in {}", args.data_dir.display()))?;
+    // The one line on stdout: scripts and tests read the bound address here.
+    println!("edge-node listening on http://{addr}");
+    tracing::info!(
+        %addr,
+        profile = ?args.profile,
+        data_dir = %args.data_dir.display(),
+        functions = node.registry().list().len(),
+        reserved_gib = reserved as f64 / f64::from(1u32 << 30),
+        "serving"
+    );
+    let server = ServerConfig {
+        header_read_timeout: Duration::from_secs(args.header_timeout_secs),
+        ..ServerConfig::default()
+    };
+    edge_runtime::http::serve(listener, Arc::new(node), server, shutdown_signal()).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGTERM");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("signal received");
+}
