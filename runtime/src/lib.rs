@@ -49,6 +49,9 @@ pub const WASMTIME_VERSION: &str = "48.0.8";
 /// What `edge-node --version` prints after the name.
 pub const VERSION_LINE: &str = concat!(env!("CARGO_PKG_VERSION"), " (wasmtime 48.0.8)");
 
+pub use invoke::{InvokeError, InvokeOutcome, InvokeRequest, StartKind};
+pub use node::{Node, NodeError};
+
 #[cfg(test)]
 mod version_tests {
     #[test]
@@ -63,5 +66,3 @@ mod version_tests {
         assert!(super::VERSION_LINE.contains(super::WASMTIME_VERSION));
     }
 }
-pub use invoke::{InvokeError, InvokeOutcome, InvokeRequest, StartKind};
-pub use node::{Node, NodeError};
