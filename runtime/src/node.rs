@@ -105,7 +105,8 @@ impl Node {
         let weak = Arc::downgrade(&workflows);
         let metrics_for_reaper = metrics.clone();
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
+            let period = std::time::Duration::from_millis(500);
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
             loop {
                 tick.tick().await;
                 let Some(w) = weak.upgrade() else { break };

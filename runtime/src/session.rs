@@ -586,7 +586,9 @@ fn replace_all(entries: &[(String, Versioned)]) -> Commit {
 fn spawn_reaper(sessions: Weak<Sessions>, ttl: Duration) {
     let period = (ttl / 4).clamp(Duration::from_millis(100), Duration::from_secs(30));
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(period);
+        // The first tick waits a period too: an immediate one would hold the
+        // sessions (and their database) while a just-dropped node reopens.
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         loop {
             tick.tick().await;
             let Some(s) = sessions.upgrade() else { break };

@@ -240,3 +240,48 @@ async fn oversized_invoke_body_is_refused() {
     assert_error(r, 413, "body_too_large").await;
     assert!(node.healthy().await);
 }
+
+#[tokio::test]
+async fn a_client_that_never_finishes_its_headers_is_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(dir.path(), &["--header-timeout-secs", "1"]).await;
+    let addr = node.url.trim_start_matches("http://").to_owned();
+    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .unwrap();
+    // The rest of the headers never comes: the node closes the connection.
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        slow.read_to_end(&mut buf),
+    )
+    .await;
+    assert!(read.is_ok(), "the connection was not closed");
+    assert!(node.healthy().await, "and the node still serves others");
+}
+
+#[tokio::test]
+async fn shutdown_lets_the_call_in_flight_finish() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(dir.path(), &[]).await;
+    node.deploy("stage", guests::STAGE).await;
+    let (http, url) = (node.http.clone(), node.at("/v1/functions/stage/invoke"));
+    // `sleep=800` makes the call take 0.8 s.
+    let call = tokio::spawn(async move {
+        http.post(url)
+            .body("sleep=800")
+            .send()
+            .await
+            .unwrap()
+            .status()
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    node.stop().await; // SIGTERM, and the process exits cleanly...
+    assert_eq!(
+        call.await.unwrap(),
+        200,
+        "...after answering the call in flight"
+    );
+}
