@@ -524,3 +524,52 @@ async fn traffic_matches_table_1() {
         }
     }
 }
+
+#[tokio::test]
+async fn repeated_deliveries_run_a_join_once() {
+    use edge_runtime::workflow::hop::Deliver;
+    use edge_runtime::workflow::wire::{Envelope, Kind};
+    use edge_runtime::workflow::{ExecCtx, Plan, unix_ms};
+    let dir = tempfile::tempdir().unwrap();
+    let a = TestNode::start(dir.path(), &[]).await;
+    a.deploy("echo", guests::ECHO).await;
+    let spec = serde_json::from_value(json!({
+        "tasks": [{ "id": "p1", "function": "echo" }, { "id": "p2", "function": "echo" }, { "id": "j", "function": "echo" }],
+        "edges": [["p1", "j"], ["p2", "j"]],
+        "model": "state-prop",
+    }))
+    .unwrap();
+    let ctx = ExecCtx {
+        exec: "dup-test".into(),
+        entry: a.url.clone(),
+        plan: Plan::new(spec).unwrap(),
+        nodes: vec![a.url.clone(); 3],
+        deadline_unix_ms: unix_ms() + 10_000,
+    };
+    let deliver = |from: usize, data: &'static [u8]| {
+        let mut env = Envelope::new(Deliver {
+            ctx: ctx.clone(),
+            task: 2,
+            inputs: vec![],
+            states: vec![],
+        });
+        let blob = env.push(Kind::Arg, bytes::Bytes::from_static(data));
+        env.header.inputs.push((Some(from), blob));
+        env.encode().unwrap().0
+    };
+    let post = |body: bytes::Bytes| a.http.post(a.at("/v1/wf/deliver")).body(body).send();
+    // From p1, three times: j yields, once.
+    for _ in 0..3 {
+        assert_eq!(post(deliver(0, b"one")).await.unwrap().status(), 202);
+    }
+    a.wait_for_metric("edge_workflow_pending", 1.0).await;
+    // p2 completes the join; its repeats, and p1's, change nothing.
+    for (from, data) in [(1, &b"two"[..]), (1, b"two"), (0, b"one")] {
+        assert_eq!(post(deliver(from, data)).await.unwrap().status(), 202);
+    }
+    a.wait_for_metric("edge_workflow_pending", 0.0).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // j ran once: its output ("onetwo") was sent to the entry once.
+    let traffic = a.get_json("/v1/wf/dup-test/traffic").await;
+    assert_eq!(traffic["args"], 6, "{traffic}");
+}

@@ -236,15 +236,21 @@ impl Node {
                 entry.states.entry(name).or_insert(held);
             }
             if is_ready(entry, task) {
+                // The entry stays, marked started, until it expires: a
+                // delivery repeated after this point is ignored as well.
                 entry.started = true;
-                pending.remove(&key)
+                Some((
+                    entry.ctx.clone(),
+                    std::mem::take(&mut entry.inputs),
+                    std::mem::take(&mut entry.states),
+                ))
             } else {
                 None
             }
         };
-        if let Some(p) = ready {
+        if let Some((ctx, inputs, states)) = ready {
             let node = self.clone();
-            tokio::spawn(async move { node.wf_run_hop(p.ctx, task, p.inputs, p.states).await });
+            tokio::spawn(async move { node.wf_run_hop(ctx, task, inputs, states).await });
         }
     }
 

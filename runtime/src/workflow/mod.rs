@@ -131,9 +131,14 @@ impl Workflows {
         }
     }
 
-    /// Joins waiting on this node.
+    /// Joins waiting on this node (tasks not started yet).
     pub fn pending_count(&self) -> usize {
-        self.pending.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .filter(|p| !p.started)
+            .count()
     }
 
     /// Drops what an execution left here (on abort, or past its deadline).
