@@ -5,6 +5,7 @@
 //! - [`spec`]: the JSON spec and its validation into a [`Plan`];
 //! - `entry`: the node a client submits to — placement, PureFaaS, the wait,
 //!   the result;
+//! - `pure`: PureFaaS, driven by the entry node;
 //! - `hop`: what every node does — deliveries, joins, running a task,
 //!   sending its output and states on;
 //! - [`wire`]: the messages and their byte accounting.
@@ -12,6 +13,7 @@
 mod embedded;
 mod entry;
 pub mod hop;
+mod pure;
 pub mod spec;
 pub mod wire;
 
