@@ -6,17 +6,9 @@ mod support;
 
 use support::{TestNode, guests};
 
-/// A small deterministic generator (xorshift), so failures reproduce.
+/// `len` pseudo-random bytes from `seed` (reproducible).
 fn noise(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    support::Rng::new(seed).bytes(len)
 }
 
 #[tokio::test]

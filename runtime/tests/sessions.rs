@@ -410,13 +410,8 @@ async fn kill_9_loses_no_acknowledged_local_write() {
     node.deploy("counter", guests::COUNTER).await;
     node.set_mode("crash", "local").await;
     let (mut acked, mut kills, mut attempts) = (0u64, 0u64, 0u64);
-    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-    let mut rand = move |n: u64| {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed % n
-    };
+    let mut rng = support::Rng::new(0x9e37_79b9_7f4a_7c15u64);
+    let mut rand = move |n: u64| rng.below(n);
     while attempts < 1000 {
         // Some calls, then a kill that lands while one may be in flight.
         for _ in 0..(1 + rand(20)) {

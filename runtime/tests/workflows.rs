@@ -173,13 +173,8 @@ async fn tasks_sharing_a_state_run_in_the_declared_order() {
     let d = dirs();
     let (a, _b, _c) = cluster(&d, &[]).await;
     // x and y have no data path between them; S orders y before x.
-    let mut seed = 0x2545_f491_4f6c_dd1du64;
-    let mut rand = move |n: u64| {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed % n
-    };
+    let mut rng = support::Rng::new(0x2545_f491_4f6c_dd1du64);
+    let mut rand = move |n: u64| rng.below(n);
     for i in 0..100 {
         let model = MODELS[i % 3];
         let (dx, dy) = (rand(15), rand(15));
@@ -416,13 +411,8 @@ async fn traffic_matches_table_1() {
     let d = dirs();
     let (a, _b, _c) = cluster(&d, &[]).await;
     let nodes = ["self", "b", "c"];
-    let mut seed = 0x1234_5678_9abc_def1u64;
-    let mut rand = move |n: u64| {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed % n
-    };
+    let mut rng = support::Rng::new(0x1234_5678_9abc_def1u64);
+    let mut rand = move |n: u64| rng.below(n);
     let mut specs = Vec::new();
     // Chains of 3 and 6 functions, 3 or 6 states of (i+1)×10 kB, each used
     // by a random subset of the chain (possibly none), arguments of 10/100 kB.
