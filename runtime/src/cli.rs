@@ -127,6 +127,25 @@ struct NodeArg {
         default_value = "http://127.0.0.1:7878"
     )]
     url: String,
+    /// The node's token, if it requires one.
+    #[arg(long, global = true, env = "EDGE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+impl NodeArg {
+    /// An HTTP client that presents the token, if any.
+    fn client(&self) -> Result<reqwest::Client> {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(t) = &self.token {
+            headers.insert(
+                reqwest::header::AUTHORIZATION,
+                format!("Bearer {t}").parse()?,
+            );
+        }
+        Ok(reqwest::Client::builder()
+            .default_headers(headers)
+            .build()?)
+    }
 }
 
 /// Runs the command line and turns errors into a message and exit code 1.
@@ -162,7 +181,7 @@ async fn run(cli: Cli, serve_matches: Option<clap::ArgMatches>) -> Result<()> {
             let matches = serve_matches.context("serve arguments")?;
             crate::serve::serve(crate::serve::resolve(args, &matches)?).await
         }
-        Command::Deploy { name, file, node } => deploy(&node.url, &name, &file).await,
+        Command::Deploy { name, file, node } => deploy(&node, &name, &file).await,
         Command::Invoke {
             name,
             session,
@@ -178,11 +197,11 @@ async fn run(cli: Cli, serve_matches: Option<clap::ArgMatches>) -> Result<()> {
                 }
                 (None, None) => Vec::new(),
             };
-            invoke(&node.url, &name, session.as_deref(), input, verbose).await
+            invoke(&node, &name, session.as_deref(), input, verbose).await
         }
-        Command::Functions { node } => functions(&node.url).await,
-        Command::Session { command, node } => session(&node.url, command).await,
-        Command::Workflow { command, node } => workflow(&node.url, command).await,
+        Command::Functions { node } => functions(&node).await,
+        Command::Session { command, node } => session(&node, command).await,
+        Command::Workflow { command, node } => workflow(&node, command).await,
     }
 }
 
@@ -204,7 +223,8 @@ async fn check(response: reqwest::Response) -> Result<reqwest::Response> {
     bail!("{status}: {message}")
 }
 
-async fn deploy(base: &str, name: &str, file: &PathBuf) -> Result<()> {
+async fn deploy(node: &NodeArg, name: &str, file: &PathBuf) -> Result<()> {
+    let base = node.url.as_str();
     let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
     let total = bytes.len() as u64;
     let bar = indicatif::ProgressBar::new(total);
@@ -221,7 +241,8 @@ async fn deploy(base: &str, name: &str, file: &PathBuf) -> Result<()> {
         progress.inc(chunk.len() as u64);
         Ok::<_, std::io::Error>(chunk)
     });
-    let response = reqwest::Client::new()
+    let response = node
+        .client()?
         .put(endpoint(base, &format!("/v1/functions/{name}")))
         .header(reqwest::header::CONTENT_LENGTH, total)
         .body(reqwest::Body::wrap_stream(stream))
@@ -240,13 +261,15 @@ async fn deploy(base: &str, name: &str, file: &PathBuf) -> Result<()> {
 }
 
 async fn invoke(
-    base: &str,
+    node: &NodeArg,
     name: &str,
     session: Option<&str>,
     input: Vec<u8>,
     verbose: bool,
 ) -> Result<()> {
-    let mut request = reqwest::Client::new()
+    let base = node.url.as_str();
+    let mut request = node
+        .client()?
         .post(endpoint(base, &format!("/v1/functions/{name}/invoke")))
         .body(input);
     if let Some(s) = session {
@@ -289,8 +312,12 @@ async fn invoke(
     Ok(())
 }
 
-async fn functions(base: &str) -> Result<()> {
-    let response = reqwest::get(endpoint(base, "/v1/functions"))
+async fn functions(node: &NodeArg) -> Result<()> {
+    let base = node.url.as_str();
+    let response = node
+        .client()?
+        .get(endpoint(base, "/v1/functions"))
+        .send()
         .await
         .with_context(|| format!("calling {base}"))?;
     let list: Vec<edge_runtime::registry::FunctionInfo> = check(response).await?.json().await?;
@@ -307,8 +334,9 @@ async fn functions(base: &str) -> Result<()> {
     Ok(())
 }
 
-async fn session(base: &str, command: SessionCommand) -> Result<()> {
-    let client = reqwest::Client::new();
+async fn session(node: &NodeArg, command: SessionCommand) -> Result<()> {
+    let base = node.url.as_str();
+    let client = node.client()?;
     let response = match &command {
         SessionCommand::Show { id } => client
             .get(endpoint(base, &format!("/v1/sessions/{id}")))
@@ -332,7 +360,8 @@ async fn session(base: &str, command: SessionCommand) -> Result<()> {
     Ok(())
 }
 
-async fn workflow(base: &str, command: WorkflowCommand) -> Result<()> {
+async fn workflow(node: &NodeArg, command: WorkflowCommand) -> Result<()> {
+    let base = node.url.as_str();
     let (path, model, validate) = match &command {
         WorkflowCommand::Run { spec, model } => (spec, model.clone(), false),
         WorkflowCommand::Validate { spec } => (spec, None, true),
@@ -348,7 +377,8 @@ async fn workflow(base: &str, command: WorkflowCommand) -> Result<()> {
     } else {
         "/v1/workflows"
     };
-    let response = reqwest::Client::new()
+    let response = node
+        .client()?
         .post(endpoint(base, route))
         .json(&spec)
         .send()

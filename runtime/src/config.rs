@@ -121,6 +121,8 @@ pub struct NodeConfig {
     pub public_url: Option<String>,
     /// Other nodes, by name, for workflows: `(name, url)`.
     pub peers: Vec<(String, String)>,
+    /// Tokens and what is open without one.
+    pub auth: crate::http::AuthConfig,
 }
 
 impl NodeConfig {
@@ -141,6 +143,7 @@ impl NodeConfig {
             pin_ttl: Duration::from_secs(300),
             public_url: None,
             peers: Vec::new(),
+            auth: crate::http::AuthConfig::default(),
         }
     }
 }

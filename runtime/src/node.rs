@@ -86,7 +86,10 @@ impl Node {
         let remote: Option<Arc<dyn StateStore>> = match &config.remote_store {
             RemoteStore::Local => None,
             RemoteStore::Redis(url) => Some(Arc::new(RedisStore::connect(url).await?)),
-            RemoteStore::Peer(url) => Some(Arc::new(PeerStore::new(url, None)?)),
+            RemoteStore::Peer(url) => Some(Arc::new(PeerStore::new(
+                url,
+                config.auth.outgoing().map(str::to_owned),
+            )?)),
         };
         let sessions = Sessions::open(
             db.clone(),
@@ -116,6 +119,7 @@ impl Node {
                     .set(w.pending_count() as i64);
             }
         });
+        let peer = PeerClient::new(config.auth.outgoing());
         Ok(Self {
             config,
             engine,
@@ -124,7 +128,7 @@ impl Node {
             db,
             metrics,
             instance_slots,
-            peer: PeerClient::new(),
+            peer,
             workflows,
         })
     }

@@ -22,14 +22,22 @@ pub struct PeerClient {
 
 impl Default for PeerClient {
     fn default() -> Self {
-        Self::new()
+        Self::new(None)
     }
 }
 
 impl PeerClient {
-    /// A client with keep-alive connections.
-    pub fn new() -> Self {
+    /// A client with keep-alive connections that presents `token` (the
+    /// cluster token) on every call.
+    pub fn new(token: Option<&str>) -> Self {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(Ok(v)) =
+            token.map(|t| reqwest::header::HeaderValue::from_str(&format!("Bearer {t}")))
+        {
+            headers.insert(reqwest::header::AUTHORIZATION, v);
+        }
         let http = reqwest::Client::builder()
+            .default_headers(headers)
             .pool_idle_timeout(Duration::from_secs(90))
             .tcp_nodelay(true)
             .timeout(Duration::from_secs(30))

@@ -7,7 +7,7 @@
 use anyhow::{Context, Result, bail};
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, ValueEnum};
-use edge_runtime::http::ServerConfig;
+use edge_runtime::http::{AuthConfig, ServerConfig};
 use edge_runtime::{EngineConfig, Node, NodeConfig, RemoteStore};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -87,6 +87,18 @@ pub struct ServeArgs {
     /// Another node, for workflows: NAME=URL (repeatable).
     #[arg(long = "peer", value_parser = parse_peer)]
     peers: Vec<(String, String)>,
+    /// Token clients must present (`Authorization: Bearer …`) on /v1 routes.
+    #[arg(long, env = "EDGE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Token the nodes of a cluster present to each other (and accept).
+    #[arg(long, env = "EDGE_CLUSTER_TOKEN", hide_env_values = true)]
+    cluster_token: Option<String>,
+    /// Let GET requests that describe functions, sessions and the node in without a token.
+    #[arg(long)]
+    open_reads: bool,
+    /// Let invocations in without a token.
+    #[arg(long)]
+    open_invoke: bool,
 }
 
 /// The config file: every `serve` setting, in kebab-case; `peers` is a table
@@ -112,6 +124,10 @@ struct FileConfig {
     pin_ttl_secs: Option<u64>,
     public_url: Option<String>,
     peers: Option<BTreeMap<String, String>>,
+    token: Option<String>,
+    cluster_token: Option<String>,
+    open_reads: Option<bool>,
+    open_invoke: Option<bool>,
 }
 
 impl Profile {
@@ -187,7 +203,15 @@ pub fn resolve(mut args: ServeArgs, m: &ArgMatches) -> Result<ServeArgs> {
         log_json,
         max_local_sessions,
         pin_ttl_secs,
+        open_reads,
+        open_invoke,
     );
+    if !explicit(m, "token") && file.token.is_some() {
+        args.token = file.token.clone();
+    }
+    if !explicit(m, "cluster_token") && file.cluster_token.is_some() {
+        args.cluster_token = file.cluster_token.clone();
+    }
     if !explicit(m, "remote_store")
         && let Some(s) = &file.remote_store
     {
@@ -246,6 +270,12 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     config.max_local_sessions = args.max_local_sessions;
     config.pin_ttl = Duration::from_secs(args.pin_ttl_secs);
     config.peers = args.peers.clone();
+    config.auth = AuthConfig {
+        token: args.token.clone(),
+        cluster_token: args.cluster_token.clone(),
+        open_reads: args.open_reads,
+        open_invoke: args.open_invoke,
+    };
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
@@ -256,6 +286,7 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
             .unwrap_or_else(|| format!("http://{addr}")),
     );
     let reserved = config.engine.reserved_address_space();
+    let open_to_all = !config.auth.enabled() && !addr.ip().is_loopback();
     let node = Node::open(config)
         .await
         .with_context(|| format!("opening the node in {}", args.data_dir.display()))?;
@@ -269,6 +300,9 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         reserved_gib = reserved as f64 / f64::from(1u32 << 30),
         "serving"
     );
+    if open_to_all {
+        tracing::warn!(%addr, "no --token: anyone who reaches this address can deploy and run code");
+    }
     let server = ServerConfig {
         header_read_timeout: Duration::from_secs(args.header_timeout_secs),
         ..ServerConfig::default()

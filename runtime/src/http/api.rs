@@ -97,6 +97,10 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/v1/wf/{exec}/states/{name}", get(workflows::take_state))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            node.clone(),
+            super::auth::require_token,
+        ))
         .with_state(node)
 }
 

@@ -72,6 +72,20 @@ impl TestNode {
         }
     }
 
+    /// Presents `token` on every request this handle sends from now on.
+    pub fn with_token(mut self, token: &str) -> TestNode {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {token}").parse().unwrap(),
+        );
+        self.http = reqwest::Client::builder()
+            .default_headers(headers)
+            .build()
+            .unwrap();
+        self
+    }
+
     /// `url` + `path`.
     pub fn at(&self, path: &str) -> String {
         format!("{}{path}", self.url)
@@ -105,7 +119,14 @@ impl TestNode {
     pub async fn deploy(&self, name: &str, path: &str) {
         let r = self.deploy_bytes(name, std::fs::read(path).unwrap()).await;
         let status = r.status();
-        assert_eq!(status, 201, "deploy {name}: {}", r.text().await.unwrap());
+        assert_eq!(
+            status,
+            201,
+            "deploy {name} to {} ({}): {}",
+            self.url,
+            self.data_dir.display(),
+            r.text().await.unwrap()
+        );
     }
 
     pub async fn invoke(
