@@ -1,6 +1,7 @@
 //! A [`StateStore`] over the state values a workflow task was given, so the
 //! guest's `state` calls work unchanged under every execution model.
 
+use super::lock;
 use async_trait::async_trait;
 use edge_host_api::{Commit, StateStore, StoreError, Versioned};
 use std::collections::BTreeMap;
@@ -31,8 +32,8 @@ impl EmbeddedStore {
 #[async_trait]
 impl StateStore for EmbeddedStore {
     async fn get(&self, _session: &str, key: &str) -> Result<Option<Versioned>, StoreError> {
-        let version = *self.version.lock().unwrap_or_else(|p| p.into_inner());
-        let values = self.values.lock().unwrap_or_else(|p| p.into_inner());
+        let version = *lock(&self.version);
+        let values = lock(&self.values);
         Ok(values
             .get(key)
             .cloned()
@@ -41,8 +42,8 @@ impl StateStore for EmbeddedStore {
     }
 
     async fn keys(&self, _session: &str) -> Result<Vec<(String, u64)>, StoreError> {
-        let version = *self.version.lock().unwrap_or_else(|p| p.into_inner());
-        let values = self.values.lock().unwrap_or_else(|p| p.into_inner());
+        let version = *lock(&self.version);
+        let values = lock(&self.values);
         Ok(values
             .iter()
             .filter(|(_, v)| v.is_some())
@@ -51,7 +52,7 @@ impl StateStore for EmbeddedStore {
     }
 
     async fn commit(&self, _session: &str, commit: &Commit) -> Result<(), StoreError> {
-        let mut values = self.values.lock().unwrap_or_else(|p| p.into_inner());
+        let mut values = lock(&self.values);
         if let Some((k, _)) = commit.writes.iter().find(|(k, _)| !values.contains_key(k)) {
             return Err(StoreError::Backend(format!(
                 "state {k:?} is not declared for this task in the workflow"
@@ -60,7 +61,7 @@ impl StateStore for EmbeddedStore {
         for (k, v) in &commit.writes {
             values.insert(k.clone(), v.clone());
         }
-        *self.version.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        *lock(&self.version) += 1;
         Ok(())
     }
 

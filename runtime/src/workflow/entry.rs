@@ -5,6 +5,7 @@
 //! timings and the traffic every node counted.
 
 use super::hop::{Deliver, Report, Reports};
+use super::lock;
 use super::spec::{Model, Plan, SpecError};
 use super::wire::{Cost, Envelope, Kind};
 use super::{Carry, ExecCtx, LINGER, unix_ms};
@@ -273,11 +274,7 @@ impl Node {
             notify: Notify::new(),
             expires: Instant::now() + deadline + LINGER + Duration::from_secs(60),
         });
-        self.workflows
-            .runs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(ctx.exec.clone(), run.clone());
+        lock(&self.workflows.runs).insert(ctx.exec.clone(), run.clone());
         let initial = self.wf_initial_states(&ctx).await?;
         let outcome = tokio::time::timeout(deadline, async {
             match ctx.plan.spec.model {
@@ -286,7 +283,7 @@ impl Node {
             }
             loop {
                 let notified = run.notify.notified();
-                if run.complete(&run.state.lock().unwrap_or_else(|p| p.into_inner())) {
+                if run.complete(&lock(&run.state)) {
                     break;
                 }
                 notified.await;
@@ -294,7 +291,7 @@ impl Node {
         })
         .await;
         let failure = {
-            let mut s = run.state.lock().unwrap_or_else(|p| p.into_inner());
+            let mut s = lock(&run.state);
             match (outcome, s.failed.take()) {
                 (_, Some(e)) => Some(e),
                 (Err(_), None) => Some(self.wf_deadline_error(&ctx, &s, deadline)),
@@ -342,11 +339,7 @@ impl Node {
                 tokio::time::timeout(Duration::from_secs(2), self.peer.http().delete(url).send())
                     .await;
         }
-        self.workflows
-            .runs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&ctx.exec);
+        lock(&self.workflows.runs).remove(&ctx.exec);
     }
 
     /// The states' values before the execution: from the session, if any.
@@ -390,17 +383,11 @@ impl Node {
 
     /// Records reports sent to this (entry) node.
     pub fn wf_accept_reports(&self, env: Envelope<Reports>) {
-        let run = self
-            .workflows
-            .runs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&env.header.exec)
-            .cloned();
+        let run = lock(&self.workflows.runs).get(&env.header.exec).cloned();
         let Some(run) = run else { return };
         let plan = &run.ctx.plan;
         {
-            let mut s = run.state.lock().unwrap_or_else(|p| p.into_inner());
+            let mut s = lock(&run.state);
             for r in &env.header.reports {
                 match r {
                     Report::Output { task, blob } => {
@@ -481,7 +468,7 @@ impl Node {
             }
         }
         if !finals_now.is_empty() {
-            let mut s = run.state.lock().unwrap_or_else(|p| p.into_inner());
+            let mut s = lock(&run.state);
             for (n, f) in finals_now {
                 s.finals.insert(n, f);
             }
@@ -521,7 +508,7 @@ impl Node {
                 .wf_post(&ctx.exec, &format!("{target}/v1/wf/deliver"), body, cost)
                 .await
             {
-                let mut s = run.state.lock().unwrap_or_else(|p| p.into_inner());
+                let mut s = lock(&run.state);
                 s.failed.get_or_insert(WorkflowError::Task {
                     task: plan.id(task).to_owned(),
                     node: target,
@@ -544,7 +531,7 @@ impl Node {
         let ctx = &run.ctx;
         let plan = &ctx.plan;
         let (outputs, finals, done) = {
-            let s = run.state.lock().unwrap_or_else(|p| p.into_inner());
+            let s = lock(&run.state);
             (s.outputs.clone(), s.finals.clone(), s.done.clone())
         };
         let mut states = BTreeMap::new();
@@ -627,11 +614,7 @@ impl Node {
                 out_text.insert(plan.id(t).to_owned(), s.to_owned());
             }
         }
-        self.workflows
-            .runs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&ctx.exec);
+        lock(&self.workflows.runs).remove(&ctx.exec);
         Ok(WorkflowResult {
             execution: ctx.exec.clone(),
             model: plan.spec.model,

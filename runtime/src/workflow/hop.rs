@@ -4,6 +4,7 @@
 //! node of its next user (or, at the end, to the entry node).
 
 use super::embedded::EmbeddedStore;
+use super::lock;
 use super::spec::Model;
 use super::wire::{Cost, Envelope, Kind, request_head_bytes};
 use super::{Carry, ExecCtx, Held, LINGER, OWNED_TTL, Owned, Pending, unix_ms};
@@ -207,11 +208,7 @@ impl Node {
         }
         let key = (ctx.exec.clone(), task);
         let ready = {
-            let mut pending = self
-                .workflows
-                .pending
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
+            let mut pending = lock(&self.workflows.pending);
             let entry = pending.entry(key.clone()).or_insert_with(|| Pending {
                 ctx: ctx.clone(),
                 inputs: HashMap::new(),
@@ -434,11 +431,7 @@ impl Node {
 
     /// Keeps a state on this node (StateLocal) and returns its version.
     pub(super) fn wf_own(&self, exec: &str, name: &str, value: Option<Bytes>) -> u64 {
-        let mut owned = self
-            .workflows
-            .owned
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut owned = lock(&self.workflows.owned);
         let key = (exec.to_owned(), name.to_owned());
         let version = owned.get(&key).map_or(1, |o| o.version + 1);
         owned.insert(
@@ -455,11 +448,7 @@ impl Node {
     /// Hands a state over to a new owner: returns it once, at `version`,
     /// and forgets it. A second take, or another version, is refused.
     pub fn wf_take(&self, exec: &str, name: &str, version: u64) -> Result<Option<Bytes>, String> {
-        let mut owned = self
-            .workflows
-            .owned
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut owned = lock(&self.workflows.owned);
         let key = (exec.to_owned(), name.to_owned());
         match owned.get(&key) {
             Some(o) if o.version == version => Ok(owned.remove(&key).and_then(|o| o.value)),

@@ -49,6 +49,13 @@ impl ExecCtx {
     }
 }
 
+/// Locks `m`. A panic while it was held cannot leave these maps and
+/// counters half-updated in a way later users would misread, so a poisoned
+/// lock is used as it is.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn unix_ms() -> u64 {
     SystemTime::now()
@@ -135,41 +142,21 @@ impl Workflows {
 
     /// Joins waiting on this node (tasks not started yet).
     pub fn pending_count(&self) -> usize {
-        self.pending
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .filter(|p| !p.started)
-            .count()
+        lock(&self.pending).values().filter(|p| !p.started).count()
     }
 
     /// Drops what an execution left here (on abort, or past its deadline).
     pub fn forget(&self, exec: &str) {
-        self.pending
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|(e, _), _| e != exec);
-        self.owned
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|(e, _), _| e != exec);
+        lock(&self.pending).retain(|(e, _), _| e != exec);
+        lock(&self.owned).retain(|(e, _), _| e != exec);
     }
 
     /// Drops pending joins past their deadline and unclaimed states past
     /// their time.
     pub fn reap(&self) {
         let now = Instant::now();
-        self.pending
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|_, p| p.expires > now);
-        self.owned
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|_, o| o.expires > now);
-        self.runs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|_, r| !r.expired(now));
+        lock(&self.pending).retain(|_, p| p.expires > now);
+        lock(&self.owned).retain(|_, o| o.expires > now);
+        lock(&self.runs).retain(|_, r| !r.expired(now));
     }
 }

@@ -6,6 +6,7 @@
 use super::embedded::EmbeddedStore;
 use super::entry::{Final, Run, StateValues, WorkflowError};
 use super::hop::task_inputs;
+use super::lock;
 use super::wire::{Cost, Envelope, Kind, response_head_bytes};
 use super::{Carry, ExecCtx, unix_ms};
 use crate::node::Node;
@@ -119,7 +120,7 @@ impl Node {
                         state_done.insert((name.clone(), t), true);
                         states.insert(name, v);
                     }
-                    let mut s = run.state.lock().unwrap_or_else(|p| p.into_inner());
+                    let mut s = lock(&run.state);
                     s.done
                         .insert(t, (ctx.nodes[t].clone(), start_unix_ms, duration_us));
                     if plan.succs[t].is_empty() {
@@ -133,7 +134,7 @@ impl Node {
                 }
             }
         }
-        let mut s = run.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut s = lock(&run.state);
         for (name, v) in states {
             s.finals.insert(name, Final::Value(v));
         }
@@ -142,7 +143,7 @@ impl Node {
     }
 
     fn wf_fail_run(&self, run: &Run, task: Option<usize>, node: &str, error: String) {
-        let mut s = run.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut s = lock(&run.state);
         s.failed.get_or_insert(WorkflowError::Task {
             task: task
                 .map(|t| run.ctx.plan.id(t).to_owned())

@@ -5,6 +5,7 @@
 //! base64 — and each byte can be put in its category:
 //! `[u32 BE header length][header JSON][blob 0][blob 1]…`.
 
+use super::lock;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use std::collections::HashMap;
@@ -159,7 +160,7 @@ const KEEP: usize = 1024;
 impl Traffic {
     /// Counts `cost` against `exec`.
     pub fn count(&self, exec: &str, cost: &Cost) {
-        let mut map = self.by_exec.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = lock(&self.by_exec);
         if map.len() >= KEEP && !map.contains_key(exec) {
             // Forget an arbitrary old execution: counters are for reporting.
             if let Some(k) = map.keys().next().cloned() {
@@ -171,7 +172,7 @@ impl Traffic {
 
     /// What this node sent for `exec`.
     pub fn of(&self, exec: &str) -> Cost {
-        let map = self.by_exec.lock().unwrap_or_else(|p| p.into_inner());
+        let map = lock(&self.by_exec);
         map.get(exec).copied().unwrap_or_default()
     }
 }
