@@ -22,6 +22,10 @@ struct Cli {
 enum Command {
     /// Run a node.
     Serve(crate::serve::ServeArgs),
+    /// Internal: compile one component from stdin under rlimits (the
+    /// node's compiler worker process).
+    #[command(name = "__compile", hide = true)]
+    Compile(edge_runtime::compile::WorkerArgs),
     /// Upload a component to a node under NAME.
     Deploy {
         /// The function's name.
@@ -156,6 +160,12 @@ pub fn main() -> ExitCode {
         Err(e) => e.exit(),
     };
     let serve_matches = matches.subcommand_matches("serve").cloned();
+    let cli = match cli.command {
+        // The worker needs no async runtime, and sets its limits before
+        // anything else runs.
+        Command::Compile(args) => return edge_runtime::compile::worker_main(args),
+        command => Cli { command },
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -181,6 +191,7 @@ async fn run(cli: Cli, serve_matches: Option<clap::ArgMatches>) -> Result<()> {
             let matches = serve_matches.context("serve arguments")?;
             crate::serve::serve(crate::serve::resolve(args, &matches)?).await
         }
+        Command::Compile(_) => bail!("the compiler worker runs without a runtime"),
         Command::Deploy { name, file, node } => deploy(&node, &name, &file).await,
         Command::Invoke {
             name,

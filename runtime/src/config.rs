@@ -102,8 +102,12 @@ pub struct NodeConfig {
     pub max_upload_bytes: usize,
     /// Largest invocation body.
     pub max_invoke_bytes: usize,
-    /// Components compiled at once; further uploads wait.
-    pub compile_concurrency: usize,
+    /// How uploads are compiled: concurrency, isolation and limits.
+    pub compile: crate::compile::CompileConfig,
+    /// Invocations admitted at once (running, or waiting for an instance
+    /// or their session); beyond it a call is shed with 503 at once
+    /// instead of queueing without bound.
+    pub max_pending_invocations: usize,
     /// Guest-visible state limits.
     pub state_limits: StateLimits,
     /// sled's page cache.
@@ -134,7 +138,8 @@ impl NodeConfig {
             invoke_deadline: Duration::from_secs(5),
             max_upload_bytes: 64 << 20,
             max_invoke_bytes: 8 << 20,
-            compile_concurrency: 2,
+            compile: crate::compile::CompileConfig::default(),
+            max_pending_invocations: 512,
             state_limits: StateLimits::default(),
             sled_cache_bytes: 32 << 20,
             guest_log_bytes: 16 << 10,

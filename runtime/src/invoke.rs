@@ -132,6 +132,9 @@ pub enum InvokeError {
     /// No instance could be had in time.
     #[error("no instance available: {0}")]
     Capacity(String),
+    /// Too many invocations in flight on this node; retry later.
+    #[error("node overloaded: {0} invocations already admitted; retry shortly")]
+    Overloaded(usize),
     /// The state store failed.
     #[error(transparent)]
     State(#[from] StoreError),
@@ -170,19 +173,30 @@ impl Node {
     #[tracing::instrument(skip(self, req), fields(function = %req.function))]
     pub async fn invoke(&self, req: InvokeRequest) -> Result<InvokeOutcome, InvokeError> {
         let started = Instant::now();
-        let function = self.registry.get(&req.function)?;
-        let id = match req.session {
-            Some(s) if valid_session_id(&s) => s,
-            Some(_) => return Err(InvokeError::InvalidSession),
-            None => new_session_id(),
+        // Shed at once beyond the admission limit: a bounded queue, and a
+        // flood costs the node nothing but the refusals.
+        let Ok(_admitted) = self.admission.try_acquire() else {
+            self.metrics.shed.inc();
+            return Err(InvokeError::Overloaded(self.config.max_pending_invocations));
         };
-        let session = self
-            .sessions
-            .get(&id)
-            .map_err(|_| InvokeError::InvalidSession)?;
+        let function = self.registry.get(&req.function)?;
+        let (session, ephemeral) = match req.session {
+            Some(s) if valid_session_id(&s) => (
+                self.sessions
+                    .get(&s)
+                    .map_err(|_| InvokeError::InvalidSession)?,
+                false,
+            ),
+            Some(_) => return Err(InvokeError::InvalidSession),
+            None => (self.sessions.ephemeral(new_session_id()), true),
+        };
+        let id = session.id.clone();
         session.touch(self.sessions.epoch());
         let deadline = started + self.config.invoke_deadline;
         let result = self.route(&function, &session, &req.inputs, deadline).await;
+        if ephemeral {
+            self.sessions.keep_if_used(&session).await;
+        }
         let duration = started.elapsed();
         let (start, outcome_label) = match &result {
             Ok(s) => (s.start, "ok"),

@@ -28,6 +28,7 @@
 //! # }
 //! ```
 
+pub mod compile;
 pub mod config;
 pub mod engine;
 mod guest_log;

@@ -17,6 +17,12 @@ pub struct Metrics {
     pub compilations: IntCounter,
     /// Compile time, seconds.
     pub compile_seconds: Histogram,
+    /// Invocations shed (503 overloaded) beyond the admission limit.
+    pub shed: IntCounter,
+    /// Peak resident memory of a compiler worker process, bytes.
+    pub compile_peak_rss: Histogram,
+    /// Uploads refused for going past the compile time or memory limit.
+    pub compile_refusals: IntCounter,
     /// Artifacts loaded from the cache instead of compiled.
     pub artifact_loads: IntCounter,
     /// Instances alive now.
@@ -77,6 +83,21 @@ impl Metrics {
             )
             .buckets(COMPILE_BUCKETS.to_vec()),
         )?;
+        let compile_peak_rss = Histogram::with_opts(
+            HistogramOpts::new(
+                "edge_compile_peak_rss_bytes",
+                "Peak resident memory of a compiler worker process",
+            )
+            .buckets(prometheus::exponential_buckets(16.0 * 1048576.0, 2.0, 9)?),
+        )?;
+        let shed = IntCounter::new(
+            "edge_shed_total",
+            "Invocations refused with 503 beyond the admission limit",
+        )?;
+        let compile_refusals = IntCounter::new(
+            "edge_compile_refusals_total",
+            "Uploads refused for going past the compile time or memory limit",
+        )?;
         let artifact_loads = IntCounter::new(
             "edge_artifact_loads_total",
             "Compiled artifacts loaded from the data dir instead of compiled",
@@ -121,6 +142,9 @@ impl Metrics {
         registry.register(Box::new(invoke_seconds.clone()))?;
         registry.register(Box::new(compilations.clone()))?;
         registry.register(Box::new(compile_seconds.clone()))?;
+        registry.register(Box::new(compile_peak_rss.clone()))?;
+        registry.register(Box::new(compile_refusals.clone()))?;
+        registry.register(Box::new(shed.clone()))?;
         registry.register(Box::new(artifact_loads.clone()))?;
         registry.register(Box::new(live_instances.clone()))?;
         registry.register(Box::new(functions.clone()))?;
@@ -131,6 +155,9 @@ impl Metrics {
             invoke_seconds,
             compilations,
             compile_seconds,
+            compile_peak_rss,
+            compile_refusals,
+            shed,
             artifact_loads,
             live_instances,
             functions,

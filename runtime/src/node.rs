@@ -56,6 +56,8 @@ pub struct Node {
     /// One permit per pooled instance: calls beyond the pool wait here;
     /// pinned instances hold theirs while they live.
     pub(crate) instance_slots: Arc<Semaphore>,
+    /// One permit per admitted invocation (load shedding beyond).
+    pub(crate) admission: Arc<Semaphore>,
     pub(crate) peer: PeerClient,
     pub(crate) workflows: Arc<Workflows>,
 }
@@ -78,7 +80,8 @@ impl Node {
             linker,
             &config.data_dir,
             db.clone(),
-            config.compile_concurrency,
+            config.compile.clone(),
+            config.engine.clone(),
             metrics.clone(),
         )
         .await?;
@@ -100,6 +103,7 @@ impl Node {
             metrics.clone(),
         )?;
         let instance_slots = Arc::new(Semaphore::new(config.engine.max_instances as usize));
+        let admission = Arc::new(Semaphore::new(config.max_pending_invocations.max(1)));
         let me = config
             .public_url
             .clone()
@@ -128,6 +132,7 @@ impl Node {
             db,
             metrics,
             instance_slots,
+            admission,
             peer,
             workflows,
         })

@@ -11,6 +11,8 @@
 //! Only artifacts this node wrote, and whose SHA-256 still matches the one
 //! recorded when it wrote them, are ever deserialized.
 
+use crate::EngineConfig;
+use crate::compile::{self, CompileConfig, WorkerError};
 use crate::engine::HostState;
 use crate::metrics::Metrics;
 use edge_host_api::bindings::FunctionPre;
@@ -73,6 +75,9 @@ pub enum RegistryError {
     /// The component imports something this node does not provide.
     #[error("cannot link component: {0}")]
     Link(String),
+    /// Compiling the component went past the node's time or memory limit.
+    #[error("component too costly to compile: {0}")]
+    TooCostly(String),
     /// Compilation panicked or could not be scheduled.
     #[error("compilation failed: {0}")]
     Compile(String),
@@ -160,6 +165,8 @@ pub struct Registry {
     db: sled::Db,
     loaded: RwLock<HashMap<String, Arc<Function>>>,
     compile_slots: Semaphore,
+    compile: CompileConfig,
+    engine_config: EngineConfig,
     metrics: Arc<Metrics>,
 }
 
@@ -171,7 +178,8 @@ impl Registry {
         linker: Linker<HostState>,
         data_dir: &Path,
         db: sled::Db,
-        compile_concurrency: usize,
+        compile: CompileConfig,
+        engine_config: EngineConfig,
         metrics: Arc<Metrics>,
     ) -> Result<Self, RegistryError> {
         let sources = data_dir.join("functions").join("sources");
@@ -189,7 +197,9 @@ impl Registry {
             meta: db.open_tree("functions")?,
             db,
             loaded: RwLock::new(HashMap::new()),
-            compile_slots: Semaphore::new(compile_concurrency.max(1)),
+            compile_slots: Semaphore::new(compile.concurrency.max(1)),
+            compile,
+            engine_config,
             metrics,
         };
         registry.load_all().await?;
@@ -276,8 +286,9 @@ impl Registry {
             ));
         }
         // SAFETY: `Component::deserialize` trusts its input to be wasmtime
-        // output. These bytes are an artifact this node serialized itself
-        // (`Component::serialize` in `compile`), written only to its own data
+        // output. These bytes are an artifact this node's own compiler wrote
+        // (`Component::serialize` in `compile`, or `precompile_component` in
+        // its worker process, the same executable), written only to its own data
         // dir, and their SHA-256 was just checked against the hash recorded
         // when it was written. Client-sent bytes never reach this call.
         #[allow(unsafe_code)]
@@ -302,31 +313,45 @@ impl Registry {
         }))
     }
 
-    /// Compiles `source` on a blocking thread (at most `compile_concurrency`
-    /// at once), writes source and artifact, and returns the component.
+    /// Compiles `source` (in the worker process when there is one, else on
+    /// a blocking thread; at most `concurrency` at once), writes source and
+    /// artifact, and returns the component.
     async fn compile(&self, source: Vec<u8>) -> Result<Compiled, RegistryError> {
         let _slot = self
             .compile_slots
             .acquire()
             .await
             .map_err(|e| RegistryError::Compile(e.to_string()))?;
-        let engine = self.engine.clone();
         let started = Instant::now();
-        let joined = tokio::task::spawn_blocking(move || {
-            let component = Component::new(&engine, &source)
-                .map_err(|e| RegistryError::Invalid(format!("{e:#}")))?;
-            let artifact = component
-                .serialize()
-                .map_err(|e| RegistryError::Compile(format!("{e:#}")))?;
-            Ok::<_, RegistryError>((source, component, artifact))
-        })
-        .await;
-        let (source, component, artifact) = match joined {
-            Ok(r) => r?,
-            Err(e) if e.is_panic() => {
-                return Err(RegistryError::Compile("the compiler panicked".into()));
+        let (source, component, artifact) = match &self.compile.worker {
+            Some(worker) => {
+                // Malformed bytes are refused here, in linear time, without
+                // a process; the worker gets only structurally valid input
+                // (every feature allowed: the compiler has the last word).
+                let source = tokio::task::spawn_blocking(move || {
+                    wasmparser::Validator::new_with_features(wasmparser::WasmFeatures::all())
+                        .validate_all(&source)
+                        .map(|_| source)
+                        .map_err(|e| RegistryError::Invalid(e.to_string()))
+                })
+                .await
+                .map_err(|e| RegistryError::Compile(e.to_string()))??;
+                let out = compile::in_worker(&self.compile, worker, &self.engine_config, &source)
+                    .await
+                    .map_err(|e| match e {
+                        WorkerError::Invalid(m) => RegistryError::Invalid(m),
+                        WorkerError::Limit(m) => {
+                            self.metrics.compile_refusals.inc();
+                            RegistryError::TooCostly(m)
+                        }
+                        WorkerError::Failed(m) => RegistryError::Compile(m),
+                    })?;
+                if let Some(rss) = out.peak_rss_bytes {
+                    self.metrics.compile_peak_rss.observe(rss as f64);
+                }
+                (source, None, out.artifact)
             }
-            Err(e) => return Err(RegistryError::Compile(e.to_string())),
+            None => self.compile_in_process(source).await?,
         };
         let elapsed = started.elapsed();
         self.metrics.compilations.inc();
@@ -337,18 +362,46 @@ impl Registry {
         let artifact_sha256 = sha256_hex(&artifact);
         let (sources, artifacts) = (self.sources.clone(), self.artifacts.clone());
         let name = artifact_name.clone();
+        let artifact_path = artifacts.join(&name);
         tokio::task::spawn_blocking(move || {
             write_atomic(&sources.join(format!("{digest}.wasm")), &source)?;
             write_atomic(&artifacts.join(name), &artifact)
         })
         .await
         .map_err(|e| RegistryError::Storage(e.to_string()))??;
+        let component = match component {
+            Some(c) => c,
+            // The worker's artifact, loaded through the same verified path
+            // as every artifact on disk.
+            None => self.deserialize_verified(&artifact_path, &artifact_sha256)?,
+        };
         Ok(Compiled {
             component,
             artifact: artifact_name,
             artifact_sha256,
             compile_ms: elapsed.as_secs_f64() * 1e3,
         })
+    }
+
+    async fn compile_in_process(
+        &self,
+        source: Vec<u8>,
+    ) -> Result<(Vec<u8>, Option<Component>, Vec<u8>), RegistryError> {
+        let engine = self.engine.clone();
+        let joined = tokio::task::spawn_blocking(move || {
+            let component = Component::new(&engine, &source)
+                .map_err(|e| RegistryError::Invalid(format!("{e:#}")))?;
+            let artifact = component
+                .serialize()
+                .map_err(|e| RegistryError::Compile(format!("{e:#}")))?;
+            Ok::<_, RegistryError>((source, Some(component), artifact))
+        })
+        .await;
+        match joined {
+            Ok(r) => r,
+            Err(e) if e.is_panic() => Err(RegistryError::Compile("the compiler panicked".into())),
+            Err(e) => Err(RegistryError::Compile(e.to_string())),
+        }
     }
 
     /// Validates, compiles and registers `bytes` under `name`, replacing any

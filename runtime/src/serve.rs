@@ -7,6 +7,7 @@
 use anyhow::{Context, Result, bail};
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, ValueEnum};
+use edge_runtime::compile::CompileConfig;
 use edge_runtime::http::{AuthConfig, ServerConfig};
 use edge_runtime::{EngineConfig, Node, NodeConfig, RemoteStore};
 use serde::Deserialize;
@@ -59,6 +60,16 @@ pub struct ServeArgs {
     /// Components compiled at once.
     #[arg(long, default_value_t = 2)]
     compile_concurrency: usize,
+    /// Wall-clock limit of one compilation, in seconds (an upload past it
+    /// gets 422).
+    #[arg(long, default_value_t = 30)]
+    compile_timeout_secs: u64,
+    /// Address-space limit of the compiler process, in MiB.
+    #[arg(long, default_value_t = 2048)]
+    compile_memory_mib: u64,
+    /// Compile inside the node process instead of a limited child process.
+    #[arg(long)]
+    compile_in_process: bool,
     /// Allocate instances on demand instead of from a pool.
     #[arg(long)]
     no_pooling: bool,
@@ -75,6 +86,10 @@ pub struct ServeArgs {
     /// `redis://host:port`, or `http://peer:port` (another edge-node).
     #[arg(long, env = "EDGE_REMOTE_STORE", default_value = "local")]
     remote_store: RemoteStore,
+    /// Invocations admitted at once; beyond it calls get 503 `overloaded`
+    /// (with Retry-After) instead of queueing.
+    #[arg(long, default_value_t = 512)]
+    max_pending_invocations: usize,
     /// Sessions in local-state mode at once (beyond: served remote, reason `capacity`).
     #[arg(long, default_value_t = 64)]
     max_local_sessions: usize,
@@ -115,12 +130,16 @@ struct FileConfig {
     max_instances: Option<u32>,
     max_memory_mib: Option<usize>,
     compile_concurrency: Option<usize>,
+    compile_timeout_secs: Option<u64>,
+    compile_memory_mib: Option<u64>,
+    compile_in_process: Option<bool>,
     no_pooling: Option<bool>,
     sled_cache_mib: Option<u64>,
     header_timeout_secs: Option<u64>,
     log_json: Option<bool>,
     remote_store: Option<String>,
     max_local_sessions: Option<usize>,
+    max_pending_invocations: Option<usize>,
     pin_ttl_secs: Option<u64>,
     public_url: Option<String>,
     peers: Option<BTreeMap<String, String>>,
@@ -139,8 +158,10 @@ impl Profile {
                 max_instances: Some(32),
                 max_memory_mib: Some(64),
                 compile_concurrency: Some(1),
+                compile_memory_mib: Some(768),
                 sled_cache_mib: Some(8),
                 max_local_sessions: Some(16),
+                max_pending_invocations: Some(128),
                 ..FileConfig::default()
             },
         }
@@ -197,11 +218,15 @@ pub fn resolve(mut args: ServeArgs, m: &ArgMatches) -> Result<ServeArgs> {
         max_instances,
         max_memory_mib,
         compile_concurrency,
+        compile_timeout_secs,
+        compile_memory_mib,
+        compile_in_process,
         no_pooling,
         sled_cache_mib,
         header_timeout_secs,
         log_json,
         max_local_sessions,
+        max_pending_invocations,
         pin_ttl_secs,
         open_reads,
         open_invoke,
@@ -258,7 +283,19 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     config.invoke_deadline = Duration::from_millis(args.deadline_ms);
     config.max_upload_bytes = args.max_upload_bytes;
     config.max_invoke_bytes = args.max_invoke_bytes;
-    config.compile_concurrency = args.compile_concurrency;
+    config.compile = CompileConfig {
+        concurrency: args.compile_concurrency,
+        worker: if args.compile_in_process {
+            None
+        } else {
+            Some(
+                std::env::current_exe()
+                    .context("locating this executable for the compiler worker")?,
+            )
+        },
+        timeout: Duration::from_secs(args.compile_timeout_secs.max(1)),
+        memory_bytes: args.compile_memory_mib << 20,
+    };
     config.sled_cache_bytes = args.sled_cache_mib << 20;
     config.engine = EngineConfig {
         max_instances: args.max_instances,
@@ -268,6 +305,7 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     };
     config.remote_store = args.remote_store.clone();
     config.max_local_sessions = args.max_local_sessions;
+    config.max_pending_invocations = args.max_pending_invocations;
     config.pin_ttl = Duration::from_secs(args.pin_ttl_secs);
     config.peers = args.peers.clone();
     config.auth = AuthConfig {

@@ -253,17 +253,41 @@ impl Sessions {
             }
             None => Record::default(),
         };
-        let session = Arc::new(Session {
-            id: id.to_owned(),
+        let session = self.new_session(id.to_owned(), record);
+        table.insert(id.to_owned(), session.clone());
+        Ok(session)
+    }
+
+    /// A session for a call that named none: a fresh id cannot have a record,
+    /// so nothing is read, and it is not tabled unless it outlives its call
+    /// (see [`Sessions::keep_if_used`]). Stateless calls at full speed leave
+    /// nothing behind.
+    pub fn ephemeral(&self, id: String) -> Arc<Session> {
+        self.new_session(id, Record::default())
+    }
+
+    /// Tables an ephemeral session whose call left something to come back
+    /// to: a mode change asked for by its guest, or a pinned instance.
+    pub async fn keep_if_used(&self, session: &Arc<Session>) {
+        let inner = session.gate.read().await;
+        if inner.record != Record::default() || !inner.pinned.is_empty() {
+            let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
+            table
+                .entry(session.id.clone())
+                .or_insert_with(|| session.clone());
+        }
+    }
+
+    fn new_session(&self, id: String, record: Record) -> Arc<Session> {
+        Arc::new(Session {
+            id,
             gate: RwLock::new(Inner {
                 record,
                 pinned: HashMap::new(),
             }),
             invocations: AtomicU64::new(0),
             last_used_ms: AtomicU64::new(self.epoch.elapsed().as_millis() as u64),
-        });
-        table.insert(id.to_owned(), session.clone());
-        Ok(session)
+        })
     }
 
     /// The store a session in `mode` reads and writes.

@@ -131,3 +131,96 @@ async fn bad_names_are_refused_before_the_body_is_read() {
         serde_json::from_value(node.get_json("/v1/functions").await).unwrap();
     assert!(listed.is_empty());
 }
+
+/// The `i`-th mutant of `valid`: random bytes (half behind a component
+/// preamble), a truncation, bit flips, or a spliced-in random run.
+fn mutant(valid: &[u8], rng: &mut support::Rng, i: usize) -> Vec<u8> {
+    const PREAMBLE: [u8; 8] = [0, b'a', b's', b'm', 0x0d, 0, 1, 0];
+    match i % 5 {
+        0 => {
+            let len = rng.below(4096) as usize;
+            rng.bytes(len)
+        }
+        1 => {
+            let mut b = PREAMBLE.to_vec();
+            let len = rng.below(4096) as usize;
+            b.extend(rng.bytes(len));
+            b
+        }
+        2 => valid[..rng.below(valid.len() as u64) as usize].to_vec(),
+        3 => {
+            let mut b = valid.to_vec();
+            for _ in 0..=rng.below(8) {
+                let at = rng.below(b.len() as u64) as usize;
+                b[at] ^= 1 << rng.below(8);
+            }
+            b
+        }
+        _ => {
+            let mut b = valid.to_vec();
+            let at = 8 + rng.below(b.len() as u64 - 8) as usize;
+            let len = (rng.below(64) as usize + 1).min(b.len() - at);
+            let noise = rng.bytes(len);
+            b[at..at + len].copy_from_slice(&noise);
+            b
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_thousand_mutated_components_get_answers_and_never_crash_the_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = std::sync::Arc::new(TestNode::start(dir.path(), &[]).await);
+    node.deploy("echo", guests::ECHO).await;
+    let valid = std::fs::read(guests::ECHO).unwrap();
+    // scripts/campaigns.sh raises this.
+    let mutants_total = support::env_or("EDGE_MUTANTS", 1000) as usize;
+    let mut rng = support::Rng::new(2026);
+    let mutants: Vec<Vec<u8>> = (0..mutants_total)
+        .map(|i| mutant(&valid, &mut rng, i))
+        .collect();
+    let mutants = std::sync::Arc::new(mutants);
+    // Four clients at once; each answer must be a 4xx with a JSON message,
+    // or a 2xx for a mutation that left a valid component.
+    let mut clients = Vec::new();
+    for c in 0..4 {
+        let (node, mutants) = (node.clone(), mutants.clone());
+        let mutants_total = mutants.len();
+        clients.push(tokio::spawn(async move {
+            let (mut refused, mut accepted) = (0u32, 0u32);
+            for i in (c..mutants_total).step_by(4) {
+                let r = node
+                    .deploy_bytes(&format!("m{i}"), mutants[i].clone())
+                    .await;
+                let status = r.status().as_u16();
+                let body: serde_json::Value = r.json().await.unwrap();
+                match status {
+                    400..=499 => {
+                        assert!(body["error"].as_str().is_some_and(|m| !m.is_empty()));
+                        refused += 1;
+                    }
+                    200..=299 => accepted += 1,
+                    _ => panic!("mutant {i}: {status} {body}"),
+                }
+            }
+            (refused, accepted)
+        }));
+    }
+    let (mut refused, mut accepted) = (0, 0);
+    for c in clients {
+        let (r, a) = c.await.unwrap();
+        refused += r;
+        accepted += a;
+    }
+    println!("{mutants_total} mutants: {refused} refused (4xx), {accepted} still valid (2xx)");
+    assert_eq!(refused + accepted, mutants_total as u32);
+    assert!(refused as usize > mutants_total / 2);
+    // The node is the same process, still serving, and lists exactly what it accepted.
+    assert!(node.healthy().await);
+    assert_eq!(
+        node.invoke_ok("echo", None, "still here").await,
+        "still here"
+    );
+    let listed = node.get_json("/v1/functions").await;
+    assert_eq!(listed.as_array().unwrap().len(), 1 + accepted as usize);
+}

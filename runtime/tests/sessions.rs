@@ -412,9 +412,12 @@ async fn kill_9_loses_no_acknowledged_local_write() {
     let (mut acked, mut kills, mut attempts) = (0u64, 0u64, 0u64);
     let mut rng = support::Rng::new(0x9e37_79b9_7f4a_7c15u64);
     let mut rand = move |n: u64| rng.below(n);
-    while attempts < 1000 {
+    // scripts/campaigns.sh scales this up: ≥ 1,000 kill points.
+    let total = support::env_or("EDGE_KILL_CALLS", 1000);
+    let between = support::env_or("EDGE_KILL_CALLS_BETWEEN", 20);
+    while attempts < total {
         // Some calls, then a kill that lands while one may be in flight.
-        for _ in 0..(1 + rand(20)) {
+        for _ in 0..rand(between + 1) {
             attempts += 1;
             if node.invoke("counter", Some("crash"), "").await.status() == 200 {
                 acked += 1;

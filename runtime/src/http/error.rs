@@ -20,6 +20,8 @@ pub struct ApiError {
     pub message: String,
     /// Where the resource is now (sent as `Location`).
     pub location: Option<String>,
+    /// Seconds after which a retry may succeed (sent as `Retry-After`).
+    pub retry_after: Option<u32>,
 }
 
 #[derive(Serialize)]
@@ -36,7 +38,14 @@ impl ApiError {
             kind,
             message: message.into(),
             location: None,
+            retry_after: None,
         }
+    }
+
+    /// With a `Retry-After` of `secs`.
+    pub fn retry_after(mut self, secs: u32) -> Self {
+        self.retry_after = Some(secs);
+        self
     }
 
     /// A 307 to `url`: the session lives on another node now.
@@ -53,7 +62,9 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        if self.status.is_server_error() {
+        // Shedding is the node working as meant: a flood must not also
+        // flood the log.
+        if self.status.is_server_error() && self.kind != "overloaded" {
             tracing::warn!(status = %self.status, kind = self.kind, error = %self.message, "request failed");
         }
         let body = Body {
@@ -65,6 +76,11 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(http::header::LOCATION, location);
+        }
+        if let Some(secs) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(http::header::RETRY_AFTER, http::HeaderValue::from(secs));
         }
         response
     }
@@ -79,6 +95,7 @@ impl From<RegistryError> for ApiError {
             RegistryError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid_component"),
             RegistryError::Link(_) => (StatusCode::BAD_REQUEST, "unsupported_imports"),
             RegistryError::Compile(_) => (StatusCode::INTERNAL_SERVER_ERROR, "compile_failed"),
+            RegistryError::TooCostly(_) => (StatusCode::UNPROCESSABLE_ENTITY, "compile_limit"),
             RegistryError::Storage(_) => (StatusCode::INTERNAL_SERVER_ERROR, "storage"),
         };
         ApiError::new(status, kind, e.to_string())
@@ -117,6 +134,10 @@ impl From<InvokeError> for ApiError {
             }
             InvokeError::Capacity(_) => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "capacity", e.to_string())
+            }
+            InvokeError::Overloaded(_) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", e.to_string())
+                    .retry_after(1)
             }
             InvokeError::Contention(_) => {
                 ApiError::new(StatusCode::CONFLICT, "contention", e.to_string())

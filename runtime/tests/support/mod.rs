@@ -10,6 +10,8 @@ use tokio::process::{Child, Command};
 
 pub use edge_guest_artifacts as guests;
 
+pub mod bombs;
+
 /// A node running as a child process; killed when dropped.
 pub struct TestNode {
     child: Child,
@@ -87,6 +89,28 @@ impl TestNode {
     }
 
     /// `url` + `path`.
+    /// The node's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("the node is running")
+    }
+
+    /// The node's resident set size, in bytes.
+    pub fn rss_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+        line.split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            * 1024
+    }
+
+    /// `host:port`.
+    pub fn addr(&self) -> String {
+        self.url.trim_start_matches("http://").to_owned()
+    }
+
     pub fn at(&self, path: &str) -> String {
         format!("{}{path}", self.url)
     }
@@ -335,4 +359,13 @@ impl Rng {
     pub fn bytes(&mut self, len: usize) -> Vec<u8> {
         (0..len).map(|_| self.next() as u8).collect()
     }
+}
+
+/// A count from the environment (the long campaigns raise the quick tests'
+/// defaults), or `default`.
+pub fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
