@@ -18,6 +18,8 @@ const GUESTS: &[(&str, &str)] = &[
     ("memo", "MEMO"),
     ("kv", "KV"),
     ("stage", "STAGE"),
+    ("hello", "HELLO"),
+    ("hello-http", "HELLO_HTTP"),
 ];
 
 fn main() -> Result<()> {
@@ -77,7 +79,8 @@ fn main() -> Result<()> {
     let out_dir = target_dir.join("wasm32-wasip2").join("release");
     let mut generated = String::new();
     for (name, constant) in GUESTS {
-        let path = out_dir.join(format!("{name}.wasm"));
+        // Cargo names a cdylib after its crate with `-` turned into `_`.
+        let path = out_dir.join(format!("{}.wasm", name.replace('-', "_")));
         check_exists(&path)?;
         writeln!(
             generated,

@@ -4,66 +4,16 @@
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use edge_benches::fixture::{Fixture, client_input};
 use edge_benches::{ServedNode, guests};
-use edge_host_api::bindings::FunctionPre;
-use edge_host_api::{Input, Mode, SledStore, Source, StateCtx, StateLimits, StateStore};
-use edge_runtime::engine::{HostState, build_engine, build_linker, new_store, start_epoch_ticker};
+use edge_runtime::engine::build_engine;
 use edge_runtime::session::SessionMode;
 use edge_runtime::{EngineConfig, InvokeRequest, Node, NodeConfig, RemoteStore};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
-use wasmtime::Engine;
+use std::time::Duration;
 use wasmtime::component::Component;
 
-struct Fixture {
-    engine: Engine,
-    cfg: EngineConfig,
-    pre: FunctionPre<HostState>,
-    state: Arc<dyn StateStore>,
-    name: Arc<str>,
-    _dir: tempfile::TempDir,
-}
-
 fn fixture(pooling: bool) -> Fixture {
-    let cfg = EngineConfig {
-        pooling,
-        ..EngineConfig::default()
-    };
-    let engine = build_engine(&cfg).unwrap();
-    start_epoch_ticker(&engine, cfg.epoch_tick);
-    let linker = build_linker(&engine).unwrap();
-    let component = Component::from_file(&engine, guests::ECHO).unwrap();
-    let pre = FunctionPre::new(linker.instantiate_pre(&component).unwrap()).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let state: Arc<dyn StateStore> =
-        Arc::new(SledStore::new(sled::open(dir.path()).unwrap()).unwrap());
-    Fixture {
-        engine,
-        cfg,
-        pre,
-        state,
-        name: "echo".into(),
-        _dir: dir,
-    }
-}
-
-impl Fixture {
-    fn store(&self) -> wasmtime::Store<HostState> {
-        let ctx = StateCtx::new(
-            self.state.clone(),
-            "bench".into(),
-            Mode::Remote,
-            StateLimits::default(),
-        );
-        new_store(
-            &self.engine,
-            &self.cfg,
-            &self.name,
-            4096,
-            ctx,
-            Instant::now() + Duration::from_secs(3600),
-        )
-    }
+    Fixture::new(guests::ECHO, pooling).unwrap()
 }
 
 fn compile_and_load(c: &mut Criterion) {
@@ -112,10 +62,7 @@ fn instantiate_and_call(c: &mut Criterion) {
     let f = fixture(true);
     let mut store = f.store();
     let instance = rt.block_on(f.pre.instantiate_async(&mut store)).unwrap();
-    let inputs = [Input {
-        source: Source::Client,
-        data: b"hello".to_vec(),
-    }];
+    let inputs = client_input(b"hello");
     g.bench_function("call_warm_instance", |b| {
         b.iter(|| {
             rt.block_on(

@@ -1,5 +1,6 @@
 //! Shared helpers for edge-node's benchmarks: a node in a temp dir, served
-//! over HTTP on 127.0.0.1:0, with the example guests deployed.
+//! over HTTP on 127.0.0.1:0, with the example guests deployed; an in-process
+//! fixture; server processes, `wrk` load and the reports of the bench runner.
 
 use anyhow::{Context, Result};
 use edge_runtime::{Node, NodeConfig};
@@ -7,6 +8,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 pub use edge_guest_artifacts as guests;
+
+pub mod fixture;
+pub mod load;
+pub mod procs;
+pub mod report;
 
 /// A node serving HTTP on loopback until dropped.
 pub struct ServedNode {

@@ -4,7 +4,8 @@
 
 include!(concat!(env!("OUT_DIR"), "/guests.rs"));
 
-/// Every built guest: (name, path).
+/// Every built `edge:function` guest: (name, path). (`HELLO_HTTP` is a
+/// `wasi:http` proxy for `wasmtime serve`, not one of them.)
 pub const ALL: &[(&str, &str)] = &[
     ("echo", ECHO),
     ("counter", COUNTER),
@@ -12,4 +13,5 @@ pub const ALL: &[(&str, &str)] = &[
     ("memo", MEMO),
     ("kv", KV),
     ("stage", STAGE),
+    ("hello", HELLO),
 ];

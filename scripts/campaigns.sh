@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The long hardening campaigns (RELIABILITY.md): the quick tests of the
+# README test command, scaled up, with their figures printed. About 10-15
+# minutes on a 2-core machine after the build.
+#
+#   scripts/campaigns.sh
+#
+# - kill -9 at >= 1,000 random points during acknowledged local-state writes
+# - 10,000 mutated components through the upload endpoint
+# - the compile bombs, the hostile guests and the HTTP abuse tests
+set -euo pipefail
+cd "$(dirname "$0")/.."
+command -v redis-server >/dev/null || { echo "missing redis-server: run scripts/test.sh once" >&2; exit 2; }
+started=$(date +%s)
+cargo build --locked --tests -p edge-runtime
+failed=0
+run() { # test file, test name, env...
+  local test=$1 filter=$2 log
+  shift 2
+  log=$(mktemp)
+  echo "== $test::$filter $*"
+  if ! env "$@" cargo test --locked -q -p edge-runtime --test "$test" -- --nocapture --exact "$filter" >"$log" 2>&1; then
+    failed=1
+  fi
+  grep -E "kill -9|mutants|bytes →|neighbour|refused for|spinning calls|bytes sent|slowloris|test result|panicked" "$log" || true
+  rm -f "$log"
+}
+run sessions kill_9_loses_no_acknowledged_local_write EDGE_KILL_CALLS=1500 EDGE_KILL_CALLS_BETWEEN=1
+run bad_uploads a_thousand_mutated_components_get_answers_and_never_crash_the_node EDGE_MUTANTS=10000
+run compile_isolation compile_bombs_are_refused_while_the_node_keeps_answering
+run http_abuse a_flood_beyond_the_admission_limit_is_shed_with_503
+run http_abuse gigabyte_bodies_are_refused_after_at_most_the_limit
+run http_abuse hundreds_of_slowloris_sockets_are_cut_off_while_others_are_served
+echo "campaigns took $(( $(date +%s) - started )) s"
+exit "$failed"
