@@ -52,13 +52,16 @@ hosts=(client a b c)
 declare -A ip=([client]=10.77.0.1 [a]=10.77.0.2 [b]=10.77.0.3 [c]=10.77.0.4)
 pids=()
 
+drop_namespaces() {
+  for h in "${hosts[@]}" sw; do ip netns del "$P-$h" 2>/dev/null || true; done
+}
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for h in "${hosts[@]}" sw; do ip netns del "$P-$h" 2>/dev/null || true; done
+  drop_namespaces
   rm -rf "$work"
 }
 trap cleanup EXIT
-cleanup 2>/dev/null || true
+drop_namespaces # left over from an interrupted run
 
 ip netns add "$P-sw"
 ip -n "$P-sw" link add br0 type bridge
@@ -91,7 +94,7 @@ start_node() { # host, extra args...
   local h=$1; shift
   ip netns exec "$P-$h" env EDGE_LOG=warn "$BIN/edge-node" serve \
     --listen "${ip[$h]}:7878" --public-url "http://${ip[$h]}:7878" \
-    --data-dir "$work/$h" --max-invoke-bytes 67108864 "$@" >"$work/$h.log" 2>&1 &
+    --data-dir "$work/$h" --max-invoke-bytes 67108864 "$@" >"$out/node-$h.log" 2>&1 &
   pids+=($!)
 }
 start_node b

@@ -52,7 +52,7 @@ pub use ctx::{StateCtx, StateLimits};
 pub use peer_store::{KeyVersion, PeerStore, WireCommit, WireEntry};
 pub use redis_store::RedisStore;
 pub use sled_store::{SledStore, valid_session_id};
-pub use store::{Commit, StateStore, StoreError, Versioned};
+pub use store::{Commit, StateStore, StoreError, Versioned, is_disk_full};
 
 use wasmtime::component::{HasSelf, Linker};
 

@@ -165,6 +165,11 @@ impl StateStore for SledStore {
         }
         // Durable before the caller acknowledges anything. Concurrent commits
         // share one flush: sled writes out everything pending at once.
+        //
+        // If the flush fails (a full disk), sled 0.34 keeps the writes in
+        // memory and refuses every later write until it is reopened: the
+        // caller answers 507 and the node stops serving state until a
+        // restart (see `edge_runtime::storage`).
         self.db.flush_async().await?;
         Ok(())
     }

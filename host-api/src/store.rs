@@ -43,14 +43,27 @@ pub enum StoreError {
     /// The session id cannot name a state namespace.
     #[error("invalid session id")]
     InvalidSession,
-    /// The backend failed (I/O, a full disk, an unreachable server).
+    /// The disk under the store is full: nothing was written.
+    #[error("state store: disk full, nothing was written ({0})")]
+    Full(String),
+    /// The backend failed (I/O, an unreachable server).
     #[error("state store: {0}")]
     Backend(String),
 }
 
+/// True for the error a full disk gives (ENOSPC, or EDQUOT: over quota).
+pub fn is_disk_full(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::StorageFull
+        || e.kind() == std::io::ErrorKind::QuotaExceeded
+        || matches!(e.raw_os_error(), Some(28 | 122))
+}
+
 impl From<sled::Error> for StoreError {
     fn from(e: sled::Error) -> Self {
-        StoreError::Backend(e.to_string())
+        match &e {
+            sled::Error::Io(io) if is_disk_full(io) => StoreError::Full(e.to_string()),
+            _ => StoreError::Backend(e.to_string()),
+        }
     }
 }
 

@@ -39,6 +39,7 @@ pub mod node;
 pub mod peer;
 pub mod registry;
 pub mod session;
+pub mod storage;
 pub mod workflow;
 
 pub use config::{EngineConfig, NodeConfig, RemoteStore};

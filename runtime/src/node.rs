@@ -56,6 +56,8 @@ pub struct Node {
     /// One permit per pooled instance: calls beyond the pool wait here;
     /// pinned instances hold theirs while they live.
     pub(crate) instance_slots: Arc<Semaphore>,
+    /// Stopped after a full disk?
+    pub(crate) storage: Arc<crate::storage::StorageGuard>,
     /// One permit per admitted invocation (load shedding beyond).
     pub(crate) admission: Arc<Semaphore>,
     pub(crate) peer: PeerClient,
@@ -104,6 +106,7 @@ impl Node {
         )?;
         let instance_slots = Arc::new(Semaphore::new(config.engine.max_instances as usize));
         let admission = Arc::new(Semaphore::new(config.max_pending_invocations.max(1)));
+        let storage = crate::storage::StorageGuard::new(config.data_dir.clone());
         let me = config
             .public_url
             .clone()
@@ -133,6 +136,7 @@ impl Node {
             metrics,
             instance_slots,
             admission,
+            storage,
             peer,
             workflows,
         })
@@ -141,6 +145,11 @@ impl Node {
     /// The function registry.
     pub fn registry(&self) -> &Registry {
         &self.registry
+    }
+
+    /// Whether storage stopped after a full disk, and when space is back.
+    pub fn storage(&self) -> &Arc<crate::storage::StorageGuard> {
+        &self.storage
     }
 
     /// The node's metrics.

@@ -38,7 +38,10 @@ impl PeerClient {
         }
         let http = reqwest::Client::builder()
             .default_headers(headers)
-            .pool_idle_timeout(Duration::from_secs(90))
+            // Below a peer's header-read timeout (10 s by default), which is
+            // also how long it keeps an idle connection: reusing one the peer
+            // is closing fails a request that never reached it.
+            .pool_idle_timeout(Duration::from_secs(4))
             .tcp_nodelay(true)
             .timeout(Duration::from_secs(30))
             .build()

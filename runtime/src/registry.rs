@@ -81,6 +81,9 @@ pub enum RegistryError {
     /// Compilation panicked or could not be scheduled.
     #[error("compilation failed: {0}")]
     Compile(String),
+    /// The disk under the data dir is full: the upload was not stored.
+    #[error("disk full: the function was not stored ({0})")]
+    Full(String),
     /// The data dir or its database failed.
     #[error("storage: {0}")]
     Storage(String),
@@ -88,13 +91,20 @@ pub enum RegistryError {
 
 impl From<std::io::Error> for RegistryError {
     fn from(e: std::io::Error) -> Self {
-        RegistryError::Storage(e.to_string())
+        if edge_host_api::is_disk_full(&e) {
+            RegistryError::Full(e.to_string())
+        } else {
+            RegistryError::Storage(e.to_string())
+        }
     }
 }
 
 impl From<sled::Error> for RegistryError {
     fn from(e: sled::Error) -> Self {
-        RegistryError::Storage(e.to_string())
+        match e {
+            sled::Error::Io(io) => io.into(),
+            e => RegistryError::Storage(e.to_string()),
+        }
     }
 }
 
@@ -108,6 +118,22 @@ pub fn valid_name(name: &str) -> bool {
         && b[1..].iter().all(|c| {
             c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'.' | b'_' | b'-')
         })
+}
+
+/// The checks an upload gets inside the node before any compiler runs:
+/// the component preamble, then full validation (linear time; every
+/// feature allowed, so the compiler has the last word). The fuzz target
+/// `upload` drives this with arbitrary bytes.
+pub fn precheck(bytes: &[u8]) -> Result<(), RegistryError> {
+    check_preamble(bytes)?;
+    validate(bytes)
+}
+
+fn validate(bytes: &[u8]) -> Result<(), RegistryError> {
+    wasmparser::Validator::new_with_features(wasmparser::WasmFeatures::all())
+        .validate_all(bytes)
+        .map(|_| ())
+        .map_err(|e| RegistryError::Invalid(e.to_string()))
 }
 
 /// Classifies `bytes` by the WebAssembly preamble.
@@ -136,10 +162,16 @@ fn sha256_hex(bytes: &[u8]) -> String {
 /// Writes `bytes` to `path` atomically and durably (temp file, fsync, rename).
 fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile_in(dir)?;
-    tmp.1.write_all(bytes)?;
-    tmp.1.sync_all()?;
-    std::fs::rename(&tmp.0, path)?;
+    let (tmp, mut file) = tempfile_in(dir)?;
+    let written = file
+        .write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if let Err(e) = written {
+        // A full disk must not also keep the partial file.
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
     std::fs::File::open(dir)?.sync_all()
 }
 
@@ -328,14 +360,10 @@ impl Registry {
                 // Malformed bytes are refused here, in linear time, without
                 // a process; the worker gets only structurally valid input
                 // (every feature allowed: the compiler has the last word).
-                let source = tokio::task::spawn_blocking(move || {
-                    wasmparser::Validator::new_with_features(wasmparser::WasmFeatures::all())
-                        .validate_all(&source)
-                        .map(|_| source)
-                        .map_err(|e| RegistryError::Invalid(e.to_string()))
-                })
-                .await
-                .map_err(|e| RegistryError::Compile(e.to_string()))??;
+                let source =
+                    tokio::task::spawn_blocking(move || validate(&source).map(|()| source))
+                        .await
+                        .map_err(|e| RegistryError::Compile(e.to_string()))??;
                 let out = compile::in_worker(&self.compile, worker, &self.engine_config, &source)
                     .await
                     .map_err(|e| match e {

@@ -345,7 +345,20 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         header_read_timeout: Duration::from_secs(args.header_timeout_secs),
         ..ServerConfig::default()
     };
-    edge_runtime::http::serve(listener, Arc::new(node), server, shutdown_signal()).await?;
+    // After a full disk, storage stays stopped until space returns; then
+    // the node exits non-zero so its supervisor restarts it and the database
+    // reopens at the last acknowledged write (see `edge_runtime::storage`).
+    let storage = node.storage().clone();
+    let stop = async {
+        tokio::select! {
+            () = shutdown_signal() => {}
+            () = storage.recovered() => {}
+        }
+    };
+    edge_runtime::http::serve(listener, Arc::new(node), server, stop).await?;
+    if storage.is_recovered() {
+        bail!("space is back after a full disk: exiting so the supervisor restarts this node");
+    }
     tracing::info!("stopped");
     Ok(())
 }

@@ -99,9 +99,46 @@ pub fn router(node: Arc<Node>) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
             node.clone(),
+            storage_gate,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            node.clone(),
             super::auth::require_token,
         ))
         .with_state(node)
+}
+
+/// After a full disk (see `crate::storage`): 507 on every `/v1` route and
+/// 503 on `/healthz` until the node restarts; a 507 from any handler is what
+/// stops storage.
+async fn storage_gate(
+    State(node): State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if let Some(why) = node.storage().failed() {
+        let path = request.uri().path();
+        if path == "/healthz" {
+            let body = serde_json::json!({ "status": "storage_failed", "error": why });
+            return (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
+        }
+        if path.starts_with("/v1/") {
+            return ApiError::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "disk_full",
+                format!(
+                    "disk full: storage stopped ({why}); every acknowledged write is kept \
+                     and the node restarts once space returns"
+                ),
+            )
+            .into_response();
+        }
+    }
+    let response = next.run(request).await;
+    if response.status() == StatusCode::INSUFFICIENT_STORAGE {
+        node.storage().stop("a write hit a full disk");
+    }
+    response
 }
 
 async fn not_found() -> ApiError {

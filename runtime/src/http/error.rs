@@ -97,6 +97,7 @@ impl From<RegistryError> for ApiError {
             RegistryError::Compile(_) => (StatusCode::INTERNAL_SERVER_ERROR, "compile_failed"),
             RegistryError::TooCostly(_) => (StatusCode::UNPROCESSABLE_ENTITY, "compile_limit"),
             RegistryError::Storage(_) => (StatusCode::INTERNAL_SERVER_ERROR, "storage"),
+            RegistryError::Full(_) => (StatusCode::INSUFFICIENT_STORAGE, "disk_full"),
         };
         ApiError::new(status, kind, e.to_string())
     }
@@ -108,6 +109,7 @@ impl From<StoreError> for ApiError {
             StoreError::InvalidSession => (StatusCode::BAD_REQUEST, "invalid_session"),
             StoreError::Conflict { .. } => (StatusCode::CONFLICT, "conflict"),
             StoreError::Backend(_) => (StatusCode::SERVICE_UNAVAILABLE, "state_store"),
+            StoreError::Full(_) => (StatusCode::INSUFFICIENT_STORAGE, "disk_full"),
         };
         ApiError::new(status, kind, e.to_string())
     }

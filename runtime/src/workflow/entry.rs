@@ -505,7 +505,13 @@ impl Node {
                 self.workflows.traffic.count(&ctx.exec, &cost);
                 self.clone().wf_deliver(env);
             } else if let Err(e) = self
-                .wf_post(&ctx.exec, &format!("{target}/v1/wf/deliver"), body, cost)
+                .wf_post(
+                    &ctx.exec,
+                    ctx.remaining(),
+                    &format!("{target}/v1/wf/deliver"),
+                    body,
+                    cost,
+                )
                 .await
             {
                 let mut s = lock(&run.state);
@@ -544,7 +550,7 @@ impl Node {
                 }
                 Final::Ref { owner, version } if plan.spec.session.is_some() => {
                     let v = self
-                        .wf_fetch(&ctx.exec, &owner, &name, version)
+                        .wf_fetch(&ctx.exec, ctx.remaining(), &owner, &name, version)
                         .await
                         .map_err(|e| WorkflowError::Task {
                             task: String::new(),

@@ -87,26 +87,42 @@ struct Outgoing {
 impl Node {
     /// Sends `body` to `url` (POST), counting its cost against `exec`; a
     /// send to this node itself costs no wire bytes.
+    /// The request may take until the execution's deadline (`remaining`,
+    /// at least the client's usual 30 s): on a slow edge link a large
+    /// message can take longer than 30 s, and a fixed limit would fail a
+    /// run that still has time.
     pub(crate) async fn wf_post(
         &self,
         exec: &str,
+        remaining: Duration,
         url: &str,
         body: Bytes,
         mut cost: Cost,
     ) -> Result<Bytes, String> {
         cost.wire = body.len() as u64 + request_head_bytes(url, body.len());
         self.workflows.traffic.count(exec, &cost);
-        let r = self
-            .peer
-            .http()
-            .post(url)
-            .header(http::header::CONTENT_TYPE, "application/octet-stream")
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| format!("{e}"))?;
+        let send = || {
+            self.peer
+                .http()
+                .post(url)
+                .timeout(remaining.max(Duration::from_secs(30)))
+                .header(http::header::CONTENT_TYPE, "application/octet-stream")
+                .body(body.clone())
+                .send()
+        };
+        let r = match send().await {
+            // A delivery is idempotent (a repeated one is ignored), so one
+            // that never got an answer — a connection the peer closed as
+            // it was reused, say — is sent once more.
+            Err(e) if url.ends_with("/v1/wf/deliver") && !e.is_timeout() => {
+                tracing::debug!(error = %chain(&e), url, "delivery failed; retrying once");
+                send().await
+            }
+            r => r,
+        }
+        .map_err(|e| chain(&e))?;
         let status = r.status();
-        let bytes = r.bytes().await.map_err(|e| e.to_string())?;
+        let bytes = r.bytes().await.map_err(|e| chain(&e))?;
         if !status.is_success() {
             return Err(format!("{status}: {}", String::from_utf8_lossy(&bytes)));
         }
@@ -134,7 +150,10 @@ impl Node {
             return;
         }
         let url = format!("{}/v1/wf/report", ctx.entry);
-        if let Err(e) = self.wf_post(&ctx.exec, &url, body, cost).await {
+        if let Err(e) = self
+            .wf_post(&ctx.exec, ctx.remaining(), &url, body, cost)
+            .await
+        {
             tracing::warn!(exec = %ctx.exec, entry = %ctx.entry, error = %e, "cannot report to the entry node");
         }
     }
@@ -190,7 +209,9 @@ impl Node {
             return Ok(());
         }
         let url = format!("{target}/v1/wf/deliver");
-        self.wf_post(&ctx.exec, &url, body, cost).await.map(|_| ())
+        self.wf_post(&ctx.exec, ctx.remaining(), &url, body, cost)
+            .await
+            .map(|_| ())
     }
 
     /// Takes a delivery: stores what it brings and runs the task once
@@ -265,7 +286,10 @@ impl Node {
         // StateLocal: fetch each referenced state from its last owner.
         for (name, held) in states.iter_mut() {
             if let Held::Ref { owner, version } = held.clone() {
-                match self.wf_fetch(&ctx.exec, &owner, name, version).await {
+                match self
+                    .wf_fetch(&ctx.exec, ctx.remaining(), &owner, name, version)
+                    .await
+                {
                     Ok(v) => *held = Held::Value(v),
                     Err(e) => {
                         return self
@@ -466,6 +490,7 @@ impl Node {
     pub(crate) async fn wf_fetch(
         &self,
         exec: &str,
+        remaining: Duration,
         owner: &str,
         name: &str,
         version: u64,
@@ -493,9 +518,10 @@ impl Node {
             .peer
             .http()
             .get(url)
+            .timeout(remaining.max(Duration::from_secs(30)))
             .send()
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| chain(&e))?;
         let status = r.status();
         let present = r
             .headers()
@@ -578,4 +604,17 @@ fn is_ready(p: &Pending, task: usize) -> bool {
             .all(|u| p.states.contains_key(&u.state))
     };
     inputs_ok && states_ok
+}
+
+/// An error with its causes, `outer: inner: …` (reqwest's own message
+/// leaves out why a send failed).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
 }

@@ -196,9 +196,15 @@ impl Node {
                 .map_err(|e| (target.clone(), e))?;
             raw
         } else {
-            self.wf_post(&ctx.exec, &format!("{target}/v1/wf/run"), body, cost)
-                .await
-                .map_err(|e| (target.clone(), e))?
+            self.wf_post(
+                &ctx.exec,
+                ctx.remaining(),
+                &format!("{target}/v1/wf/run"),
+                body,
+                cost,
+            )
+            .await
+            .map_err(|e| (target.clone(), e))?
         };
         let answer =
             Envelope::<RunAnswer>::decode(answer).map_err(|e| (target.clone(), e.to_string()))?;

@@ -40,10 +40,30 @@ impl TestNode {
         Self::spawn(sh, data_dir, extra).await
     }
 
+    /// As [`TestNode::start`], listening on `listen` (to come back on the
+    /// same address after a kill).
+    pub async fn start_at(data_dir: &Path, listen: &str, extra: &[&str]) -> TestNode {
+        let mut args = vec!["--listen", listen];
+        args.extend_from_slice(extra);
+        Self::spawn(
+            Command::new(env!("CARGO_BIN_EXE_edge-node")),
+            data_dir,
+            &args,
+        )
+        .await
+    }
+
     async fn spawn(mut command: Command, data_dir: &Path, extra: &[&str]) -> TestNode {
+        let listen_given = extra.contains(&"--listen");
+        let default_listen: &[&str] = if listen_given {
+            &[]
+        } else {
+            &["--listen", "127.0.0.1:0"]
+        };
         let mut child = command
             .arg("serve")
-            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .args(default_listen)
+            .arg("--data-dir")
             .arg(data_dir)
             .args(extra)
             .env(
@@ -89,6 +109,14 @@ impl TestNode {
     }
 
     /// `url` + `path`.
+    /// Waits (at most `limit`) for the node to exit on its own.
+    pub async fn wait_exit(mut self, limit: Duration) -> std::process::ExitStatus {
+        tokio::time::timeout(limit, self.child.wait())
+            .await
+            .expect("the node did not exit in time")
+            .unwrap()
+    }
+
     /// The node's process id.
     pub fn pid(&self) -> u32 {
         self.child.id().expect("the node is running")

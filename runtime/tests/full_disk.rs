@@ -1,0 +1,143 @@
+//! A full disk: a node whose data dir is a small tmpfs. Writes fail with
+//! 507 and a clear message, nothing acknowledged is lost, nothing refused
+//! shows up later, and the node recovers when space returns (by exiting for
+//! its supervisor to restart it: sled cannot write again without a reopen).
+//! (Mounting a tmpfs needs root, which the test machines have.)
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+use support::{TestNode, guests};
+
+/// A tmpfs of `mib` MiB mounted on a temp dir; unmounted when dropped.
+struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    fn mount(mib: u32) -> Tmpfs {
+        let dir = tempfile::tempdir().unwrap();
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .expect("running mount");
+        assert!(
+            status.success(),
+            "mounting a tmpfs failed ({status}): this test needs root"
+        );
+        Tmpfs { dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+/// Fills the file system at `dir` with `filler` until it refuses a byte more.
+fn fill(filler: &Path) {
+    use std::io::Write;
+    let mut f = std::fs::File::create(filler).unwrap();
+    let block = vec![0u8; 64 << 10];
+    while f.write_all(&block).is_ok() {}
+    let one = [0u8; 1];
+    while f.write_all(&one).is_ok() {}
+    let _ = f.sync_all();
+}
+
+#[tokio::test]
+async fn a_full_disk_gets_507_loses_nothing_and_recovers() {
+    let fs = Tmpfs::mount(48);
+    let data = fs.path().join("node");
+    let node = TestNode::start(&data, &[]).await;
+    node.deploy("kv", guests::KV).await;
+    node.set_mode("full", "local").await;
+    // Each call writes a 60 kB blob and records its number in `last`.
+    let write = |i: u32| format!("fill blob{i} 60000;set last {i}");
+    let mut acked = None;
+    for i in 0..5 {
+        node.invoke_ok("kv", Some("full"), write(i)).await;
+        acked = Some(i);
+    }
+
+    let filler = fs.path().join("filler");
+    fill(&filler);
+    // Writes now fail with 507 and say why; what is acknowledged is kept.
+    let (mut full, mut streak, mut other) = (0, 0, Vec::new());
+    for i in 5..400 {
+        let r = node.invoke("kv", Some("full"), write(i)).await;
+        match r.status().as_u16() {
+            200 => {
+                acked = Some(i);
+                streak = 0;
+            }
+            507 => {
+                let body: serde_json::Value = r.json().await.unwrap();
+                assert_eq!(body["kind"], "disk_full", "{body}");
+                assert!(body["error"].as_str().unwrap().contains("disk full"));
+                full += 1;
+                streak += 1;
+                if streak == 5 {
+                    break;
+                }
+            }
+            s => other.push((s, r.text().await.unwrap())),
+        }
+    }
+    let acked = acked.unwrap();
+    println!(
+        "disk full: {full} calls refused with 507; last acknowledged write #{acked}; other answers {other:?}"
+    );
+    assert!(full > 0, "no call hit the full disk");
+    assert!(other.is_empty(), "unexpected answers: {other:?}");
+    let r = node
+        .deploy_bytes("echo", std::fs::read(guests::ECHO).unwrap())
+        .await;
+    let status = r.status().as_u16();
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(
+        (status, body["kind"].as_str()),
+        (507, Some("disk_full")),
+        "{body}"
+    );
+    // The node says why it is not healthy.
+    let health = node.http.get(node.at("/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 503);
+    let health: serde_json::Value = health.json().await.unwrap();
+    assert_eq!(health["status"], "storage_failed");
+
+    // Space returns: the node exits for its supervisor to restart it, which
+    // reopens the database at the last acknowledged write.
+    std::fs::remove_file(&filler).unwrap();
+    let status = node.wait_exit(std::time::Duration::from_secs(10)).await;
+    assert!(
+        !status.success(),
+        "the node should exit non-zero for a restart"
+    );
+    let node = TestNode::start(&data, &[]).await;
+    assert_eq!(
+        node.invoke_ok("kv", Some("full"), "get last").await,
+        acked.to_string(),
+        "every acknowledged write, and no refused one"
+    );
+    node.invoke_ok("kv", Some("full"), "set last after").await;
+    node.deploy("echo", guests::ECHO).await;
+    node.stop().await;
+    let node = TestNode::start(&data, &[]).await;
+    assert_eq!(
+        node.invoke_ok("kv", Some("full"), "get last").await,
+        "after"
+    );
+    assert_eq!(node.invoke_ok("echo", None, "back").await, "back");
+}
