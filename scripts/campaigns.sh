@@ -7,7 +7,9 @@
 #
 # - kill -9 at >= 1,000 random points during acknowledged local-state writes
 # - 10,000 mutated components through the upload endpoint
-# - the compile bombs, the hostile guests and the HTTP abuse tests
+# - 400 workflow runs with the middle node killed, the full disk, the
+#   compile bombs and the HTTP abuse tests
+# (The hostile-guest campaign needs a release build: see RELIABILITY.md.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v redis-server >/dev/null || { echo "missing redis-server: run scripts/test.sh once" >&2; exit 2; }
@@ -22,12 +24,14 @@ run() { # test file, test name, env...
   if ! env "$@" cargo test --locked -q -p edge-runtime --test "$test" -- --nocapture --exact "$filter" >"$log" 2>&1; then
     failed=1
   fi
-  grep -E "kill -9|mutants|bytes →|neighbour|refused for|spinning calls|bytes sent|slowloris|test result|panicked" "$log" || true
+  grep -E "kill -9|mutants|bytes →|neighbour|refused for|spinning calls|bytes sent|slowloris|workflow faults|disk full:|test result|panicked" "$log" || true
   rm -f "$log"
 }
 run sessions kill_9_loses_no_acknowledged_local_write EDGE_KILL_CALLS=1500 EDGE_KILL_CALLS_BETWEEN=1
 run bad_uploads a_thousand_mutated_components_get_answers_and_never_crash_the_node EDGE_MUTANTS=10000
 run compile_isolation compile_bombs_are_refused_while_the_node_keeps_answering
+run workflow_faults the_middle_node_killed_during_runs_fails_runs_cleanly_and_commits_once EDGE_FAULT_RUNS=400
+run full_disk a_full_disk_gets_507_loses_nothing_and_recovers
 run http_abuse a_flood_beyond_the_admission_limit_is_shed_with_503
 run http_abuse gigabyte_bodies_are_refused_after_at_most_the_limit
 run http_abuse hundreds_of_slowloris_sockets_are_cut_off_while_others_are_served

@@ -40,7 +40,10 @@ fuzz_target!(|data: &[u8]| {
                 last.insert(k.clone(), v.clone());
             }
             for (k, v) in last {
-                let got = store.get(&session, &k).await.expect("a read after a commit");
+                let got = store
+                    .get(&session, &k)
+                    .await
+                    .expect("a read after a commit");
                 assert_eq!(got.map(|g| g.value), v, "key {k:?}");
             }
         }
