@@ -5,7 +5,8 @@
 #
 #   scripts/campaigns.sh
 #
-# - kill -9 at >= 1,000 random points during acknowledged local-state writes
+# - kill -9 at >= 1,000 random points during acknowledged local-state writes,
+#   and at 300 during uploads
 # - 10,000 mutated components through the upload endpoint
 # - 400 workflow runs with the middle node killed, the full disk, the
 #   compile bombs and the HTTP abuse tests
@@ -24,10 +25,11 @@ run() { # test file, test name, env...
   if ! env "$@" cargo test --locked -q -p edge-runtime --test "$test" -- --nocapture --exact "$filter" >"$log" 2>&1; then
     failed=1
   fi
-  grep -E "kill -9|mutants|bytes →|neighbour|refused for|spinning calls|bytes sent|slowloris|workflow faults|disk full:|test result|panicked" "$log" || true
+  grep -E "kill -9|mutants|bytes →|neighbour|refused for|spinning calls|bytes sent|slowloris|workflow faults|disk full:|during uploads|test result|panicked" "$log" || true
   rm -f "$log"
 }
 run sessions kill_9_loses_no_acknowledged_local_write EDGE_KILL_CALLS=1500 EDGE_KILL_CALLS_BETWEEN=1
+run crash_uploads kill_9_during_uploads_leaves_no_half_registered_function EDGE_UPLOAD_KILLS=300
 run bad_uploads a_thousand_mutated_components_get_answers_and_never_crash_the_node EDGE_MUTANTS=10000
 run compile_isolation compile_bombs_are_refused_while_the_node_keeps_answering
 run workflow_faults the_middle_node_killed_during_runs_fails_runs_cleanly_and_commits_once EDGE_FAULT_RUNS=400

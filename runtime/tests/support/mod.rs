@@ -397,3 +397,17 @@ pub fn env_or(name: &str, default: u64) -> u64 {
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
 }
+
+/// `bytes` (a component) with a custom section carrying `tag` appended: a
+/// distinct component — new hash, so a new compile — that behaves the same.
+pub fn distinct_component(bytes: &[u8], tag: u32) -> Vec<u8> {
+    let name = b"edge-test";
+    let payload = tag.to_le_bytes();
+    let mut out = bytes.to_vec();
+    out.push(0); // custom section id
+    out.push((1 + name.len() + payload.len()) as u8); // size < 128: one LEB128 byte
+    out.push(name.len() as u8);
+    out.extend_from_slice(name);
+    out.extend_from_slice(&payload);
+    out
+}
