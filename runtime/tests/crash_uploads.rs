@@ -26,7 +26,7 @@ async fn kill_9_during_uploads_leaves_no_half_registered_function() {
     let echo = std::fs::read(guests::ECHO).unwrap();
     // scripts/campaigns.sh raises this.
     let total = support::env_or("EDGE_UPLOAD_KILLS", 30) as u32;
-    let mut rng = support::Rng::new(0x0b10_ad5);
+    let mut rng = support::Rng::new(0x00b1_0ad5);
     let (mut acked, mut checked) = (BTreeSet::new(), BTreeSet::new());
     for i in 0..total {
         let name = format!("f{i}");
