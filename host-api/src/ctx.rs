@@ -77,6 +77,13 @@ impl StateCtx {
         self.take_commit()
     }
 
+    /// Lets go of the store: later state calls fail, and the caller that
+    /// owns the store is its only holder again (an instance may be freed
+    /// after its call has been answered).
+    pub fn release_store(&mut self) {
+        self.store = Arc::new(Released);
+    }
+
     /// As [`StateCtx::into_commit`], leaving the context empty (for an
     /// instance that lives on to the next call).
     pub fn take_commit(&mut self) -> Commit {
@@ -190,3 +197,29 @@ impl session::Host for StateCtx {
 }
 
 impl crate::bindings::edge::function::types::Host for StateCtx {}
+
+/// The store of a context whose call is over.
+struct Released;
+
+#[async_trait::async_trait]
+impl StateStore for Released {
+    async fn get(&self, _: &str, _: &str) -> Result<Option<crate::Versioned>, StoreError> {
+        Err(released())
+    }
+
+    async fn keys(&self, _: &str) -> Result<Vec<(String, u64)>, StoreError> {
+        Err(released())
+    }
+
+    async fn commit(&self, _: &str, _: &Commit) -> Result<(), StoreError> {
+        Err(released())
+    }
+
+    async fn delete_session(&self, _: &str) -> Result<usize, StoreError> {
+        Err(released())
+    }
+}
+
+fn released() -> StoreError {
+    StoreError::Backend("the invocation is over".into())
+}

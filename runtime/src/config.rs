@@ -127,6 +127,8 @@ pub struct NodeConfig {
     pub peers: Vec<(String, String)>,
     /// Tokens and what is open without one.
     pub auth: crate::http::AuthConfig,
+    /// When long and misbehaving calls move to background priority.
+    pub sched: crate::sched::SchedConfig,
 }
 
 impl NodeConfig {
@@ -149,6 +151,7 @@ impl NodeConfig {
             public_url: None,
             peers: Vec::new(),
             auth: crate::http::AuthConfig::default(),
+            sched: crate::sched::SchedConfig::default(),
         }
     }
 }

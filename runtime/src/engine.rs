@@ -3,6 +3,7 @@
 
 use crate::config::EngineConfig;
 use crate::guest_log::GuestLog;
+use crate::sched::Placement;
 use edge_host_api::StateCtx;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -131,6 +132,8 @@ pub struct HostState {
     pub limits: Limits,
     /// When the running call must stop.
     pub deadline: Instant,
+    /// Whether the running call was sent to the background.
+    pub placement: Placement,
 }
 
 impl WasiView for HostState {
@@ -170,12 +173,14 @@ pub fn new_store(
             denied: false,
         },
         deadline,
+        placement: Placement::default(),
     };
     let mut store = Store::new(engine, data);
     store.limiter(|s| &mut s.limits);
     store.set_epoch_deadline(1);
     // Every tick: past the deadline, stop; otherwise yield to the executor so
-    // a spinning guest never holds a worker thread for more than one tick.
+    // a spinning guest never holds a worker thread for more than one tick
+    // (and the scheduler can move it once it has used its slice).
     store.epoch_deadline_callback(|ctx| {
         if Instant::now() >= ctx.data().deadline {
             Err(DeadlineExceeded.into())

@@ -1,16 +1,21 @@
 //! Running one invocation: a fresh instance, the handler called under a
 //! deadline, the state committed only when the guest returned `ok`.
 
-use crate::engine::{DeadlineExceeded, HostState, new_store};
+mod call;
+
+use call::{Classifier, Instance, PinnedCall, fresh_call, pinned_call};
+
+use crate::engine::new_store;
 use crate::metrics::LiveInstance;
 use crate::node::{Node, new_session_id};
 use crate::registry::{Function, RegistryError};
-use crate::session::{Inner, Pinned, Session, SessionError, SessionMode, Trigger};
+use crate::sched::Placement;
+use crate::session::{Inner, Session, SessionError, SessionMode, Trigger};
 use edge_host_api::{Input, Mode, Source, StateCtx, StoreError, valid_session_id};
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::OwnedSemaphorePermit;
-use wasmtime::{Store, Trap};
 
 /// How many times an invocation is re-run when state it read changed
 /// before it could commit.
@@ -193,7 +198,8 @@ impl Node {
         let id = session.id.clone();
         session.touch(self.sessions.epoch());
         let deadline = started + self.config.invoke_deadline;
-        let result = self.route(&function, &session, &req.inputs, deadline).await;
+        let inputs: Arc<[Input]> = req.inputs.into();
+        let result = self.route(&function, &session, &inputs, deadline).await;
         if ephemeral {
             self.sessions.keep_if_used(&session).await;
         }
@@ -231,7 +237,7 @@ impl Node {
         &self,
         function: &Arc<Function>,
         session: &Arc<Session>,
-        inputs: &[Input],
+        inputs: &Arc<[Input]>,
         deadline: Instant,
     ) -> Result<Served, InvokeError> {
         for _ in 0..4 {
@@ -307,7 +313,7 @@ impl Node {
         &self,
         function: &Arc<Function>,
         session: &str,
-        inputs: &[Input],
+        inputs: &Arc<[Input]>,
         deadline: Instant,
     ) -> Result<(Vec<u8>, Option<Mode>), InvokeError> {
         let store = self.sessions.store_for(SessionMode::Remote);
@@ -322,12 +328,12 @@ impl Node {
         &self,
         function: &Arc<Function>,
         session: &str,
-        inputs: &[Input],
+        inputs: &Arc<[Input]>,
         deadline: Instant,
         store: Arc<dyn edge_host_api::StateStore>,
     ) -> Result<(Vec<u8>, Option<Mode>), InvokeError> {
-        let _slot = self.acquire_slot(deadline).await?;
         for attempt in 0..MAX_ATTEMPTS {
+            let slot = self.acquire_slot(deadline).await?;
             let ctx = StateCtx::new(
                 store.clone(),
                 session.to_owned(),
@@ -342,12 +348,23 @@ impl Node {
                 ctx,
                 deadline,
             );
-            let output = self
-                .call_fresh(function, &mut wasm, inputs, deadline)
-                .await?;
-            let state = wasm.into_data().state;
-            let requested = state.requested_mode();
-            match store.commit(session, &state.into_commit()).await {
+            let placement = Placement::default();
+            wasm.data_mut().placement = placement.clone();
+            let call = fresh_call(
+                function.clone(),
+                Instance {
+                    store: wasm,
+                    _slot: slot,
+                    _live: LiveInstance::new(&self.metrics.live_instances),
+                },
+                inputs.clone(),
+                self.classifier(),
+                self.teardown.clone(),
+            );
+            let (output, requested, commit) =
+                self.scheduled(function, &placement, deadline, call).await?;
+            let output = self.judged(function, output)?;
+            match store.commit(session, &commit).await {
                 Ok(()) => return Ok((output, requested)),
                 Err(StoreError::Conflict { key }) => {
                     self.conflicted(&key, attempt, deadline).await?
@@ -356,6 +373,45 @@ impl Node {
             }
         }
         Err(InvokeError::Contention(MAX_ATTEMPTS))
+    }
+
+    /// Runs `call` through the scheduler, bounded by the deadline plus a
+    /// second (the epoch callback stops guest code at the deadline; the
+    /// bound also covers time spent in host calls: a stuck store, say).
+    async fn scheduled<F>(
+        &self,
+        function: &Function,
+        placement: &Placement,
+        deadline: Instant,
+        call: F,
+    ) -> Result<F::Output, InvokeError>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let grace = deadline.saturating_duration_since(Instant::now()) + Duration::from_secs(1);
+        match tokio::time::timeout(grace, self.sched.run(&function.penalty, placement, call)).await
+        {
+            Err(_) => {
+                self.sched.penalise(&function.penalty);
+                Err(InvokeError::Deadline(self.config.invoke_deadline))
+            }
+            Ok(Err(e)) => Err(InvokeError::Capacity(e.to_string())),
+            Ok(Ok(out)) => Ok(out),
+        }
+    }
+
+    /// Passes a call's result on; a trap or a missed deadline penalises the
+    /// function (its next calls start at background priority).
+    fn judged<T>(
+        &self,
+        function: &Function,
+        result: Result<T, InvokeError>,
+    ) -> Result<T, InvokeError> {
+        if let Err(InvokeError::Trap { .. } | InvokeError::Deadline(_)) = &result {
+            self.sched.penalise(&function.penalty);
+        }
+        result
     }
 
     /// Counts a conflict and waits a random moment (growing with `attempt`)
@@ -386,7 +442,7 @@ impl Node {
         function: &Arc<Function>,
         session: &Session,
         inner: &mut Inner,
-        inputs: &[Input],
+        inputs: &Arc<[Input]>,
         deadline: Instant,
     ) -> Result<(Vec<u8>, StartKind, Option<Mode>), InvokeError> {
         let local = self.sessions.store_for(SessionMode::Local);
@@ -402,14 +458,14 @@ impl Node {
             .pinned
             .remove(&*function.name)
             .map(|m| m.into_inner().unwrap_or_else(|e| e.into_inner()));
-        let (mut pinned, start) = match taken {
-            Some(p) if p.digest == function.info.digest => (p, StartKind::Warm),
+        let (mut instance, start) = match taken {
+            Some(p) if p.digest == function.info.digest => (PinnedCall::Warm(p), StartKind::Warm),
             stale => {
                 if stale.is_some() {
                     self.metrics.pinned_instances.dec();
                 }
                 let slot = self.acquire_slot(deadline).await?;
-                let mut store = new_store(
+                let store = new_store(
                     &self.engine,
                     &self.config.engine,
                     &function.name,
@@ -417,55 +473,46 @@ impl Node {
                     new_ctx(),
                     deadline,
                 );
-                let grace =
-                    deadline.saturating_duration_since(Instant::now()) + Duration::from_secs(1);
-                let instance =
-                    match tokio::time::timeout(grace, function.pre.instantiate_async(&mut store))
-                        .await
-                    {
-                        Err(_) => return Err(InvokeError::Deadline(self.config.invoke_deadline)),
-                        Ok(Err(e)) => return Err(self.classify(&store, e)),
-                        Ok(Ok(i)) => i,
-                    };
-                self.metrics.pinned_instances.inc();
-                let pinned = Pinned {
-                    digest: function.info.digest.clone(),
-                    store,
-                    instance,
-                    last_used: Instant::now(),
-                    _slot: slot,
-                };
-                (pinned, StartKind::Cold)
+                (PinnedCall::Cold { store, slot }, StartKind::Cold)
             }
         };
         for attempt in 0..MAX_ATTEMPTS {
-            let data = pinned.store.data_mut();
+            let placement = Placement::default();
+            let data = instance.store_mut().data_mut();
             data.state = new_ctx();
             data.deadline = deadline;
             data.limits.denied = false;
-            let grace = deadline.saturating_duration_since(Instant::now()) + Duration::from_secs(1);
-            let call = pinned
-                .instance
-                .edge_function_handler()
-                .call_handle(&mut pinned.store, inputs);
-            let output = match tokio::time::timeout(grace, call).await {
-                Err(_) => Err(InvokeError::Deadline(self.config.invoke_deadline)),
-                Ok(Err(e)) => Err(self.classify(&pinned.store, e)),
-                Ok(Ok(Err(message))) => {
+            data.placement = placement.clone();
+            let counted = matches!(instance, PinnedCall::Warm(_));
+            let call = pinned_call(
+                function.clone(),
+                instance,
+                inputs.clone(),
+                self.classifier(),
+                self.teardown.clone(),
+            );
+            let (kept, output) = match self.scheduled(function, &placement, deadline, call).await {
+                Ok((kept, output)) => (kept, self.judged(function, output)),
+                Err(e) => (None, Err(e)),
+            };
+            // The gauge counts the instances that live on in a session.
+            match (counted, kept.is_some()) {
+                (true, false) => self.metrics.pinned_instances.dec(),
+                (false, true) => self.metrics.pinned_instances.inc(),
+                _ => {}
+            }
+            let Some(mut pinned) = kept else {
+                // A trapped or interrupted instance is never used again.
+                return Err(output.err().unwrap_or(InvokeError::Contention(attempt)));
+            };
+            let output = match output {
+                Ok(o) => o,
+                Err(e) => {
                     // A guest error is a normal return: the instance stays.
                     pinned.last_used = Instant::now();
                     inner
                         .pinned
                         .insert(function.name.to_string(), std::sync::Mutex::new(pinned));
-                    return Err(InvokeError::Guest(message));
-                }
-                Ok(Ok(Ok(output))) => Ok(output),
-            };
-            let output = match output {
-                Ok(o) => o,
-                Err(e) => {
-                    // A trapped or interrupted instance is never used again.
-                    self.metrics.pinned_instances.dec();
                     return Err(e);
                 }
             };
@@ -485,6 +532,7 @@ impl Node {
                         self.metrics.pinned_instances.dec();
                         return Err(e);
                     }
+                    instance = PinnedCall::Warm(pinned);
                 }
                 Err(e) => {
                     self.metrics.pinned_instances.dec();
@@ -496,71 +544,10 @@ impl Node {
         Err(InvokeError::Contention(MAX_ATTEMPTS))
     }
 
-    /// Instantiates `function` in `store` and calls its handler once.
-    async fn call_fresh(
-        &self,
-        function: &Function,
-        store: &mut Store<HostState>,
-        inputs: &[Input],
-        deadline: Instant,
-    ) -> Result<Vec<u8>, InvokeError> {
-        let _live = LiveInstance::new(&self.metrics.live_instances);
-        let call = async {
-            let instance = function.pre.instantiate_async(&mut *store).await?;
-            instance
-                .edge_function_handler()
-                .call_handle(&mut *store, inputs)
-                .await
-        };
-        // The epoch callback stops guest code at the deadline; this bound
-        // also covers time spent in host calls (a stuck store, say).
-        let grace = deadline.saturating_duration_since(Instant::now()) + Duration::from_secs(1);
-        match tokio::time::timeout(grace, call).await {
-            Err(_) => Err(InvokeError::Deadline(self.config.invoke_deadline)),
-            Ok(Ok(Ok(output))) => Ok(output),
-            Ok(Ok(Err(message))) => Err(InvokeError::Guest(message)),
-            Ok(Err(e)) => Err(self.classify(store, e)),
+    fn classifier(&self) -> Classifier {
+        Classifier {
+            deadline: self.config.invoke_deadline,
+            max_memory_bytes: self.config.engine.max_memory_bytes,
         }
     }
-
-    fn classify(&self, store: &Store<HostState>, e: wasmtime::Error) -> InvokeError {
-        if e.downcast_ref::<DeadlineExceeded>().is_some() {
-            return InvokeError::Deadline(self.config.invoke_deadline);
-        }
-        // The client gets the cause; the backtrace goes to the log.
-        tracing::debug!(error = ?e, "guest failed");
-        let message = truncate(e.root_cause().to_string(), 1024);
-        if message.contains("pooling allocator") || message.contains("maximum concurrent") {
-            return InvokeError::Capacity(message);
-        }
-        let kind = if store.data().limits.denied {
-            TrapKind::MemoryLimit
-        } else {
-            match e.downcast_ref::<Trap>() {
-                Some(Trap::StackOverflow) => TrapKind::StackOverflow,
-                Some(Trap::UnreachableCodeReached) => TrapKind::Unreachable,
-                _ => TrapKind::Other,
-            }
-        };
-        let message = match kind {
-            TrapKind::MemoryLimit => format!(
-                "memory limit of {} bytes exceeded ({message})",
-                self.config.engine.max_memory_bytes
-            ),
-            _ => message,
-        };
-        InvokeError::Trap { kind, message }
-    }
-}
-
-fn truncate(mut s: String, max: usize) -> String {
-    if s.len() > max {
-        let mut cut = max;
-        while !s.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        s.truncate(cut);
-        s.push('…');
-    }
-    s
 }

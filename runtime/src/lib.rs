@@ -38,8 +38,10 @@ pub mod metrics;
 pub mod node;
 pub mod peer;
 pub mod registry;
+pub mod sched;
 pub mod session;
 pub mod storage;
+pub mod teardown;
 pub mod workflow;
 
 pub use config::{EngineConfig, NodeConfig, RemoteStore};

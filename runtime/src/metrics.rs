@@ -43,6 +43,8 @@ pub struct Metrics {
     pub evictions: IntCounter,
     /// Workflow tasks waiting on this node for inputs or states.
     pub workflow_pending: IntGauge,
+    /// Calls run on the background runtime, by reason.
+    pub background_calls: IntCounterVec,
 }
 
 /// Why metrics could not be set up (a name registered twice: a bug).
@@ -132,6 +134,14 @@ impl Metrics {
             "edge_workflow_pending",
             "Workflow tasks waiting here for inputs or states",
         )?;
+        let background_calls = IntCounterVec::new(
+            Opts::new(
+                "edge_background_calls_total",
+                "Calls run at background priority: moved after their slice, or started there because their function misbehaved",
+            ),
+            &["reason"],
+        )?;
+        registry.register(Box::new(background_calls.clone()))?;
         registry.register(Box::new(workflow_pending.clone()))?;
         registry.register(Box::new(transitions.clone()))?;
         registry.register(Box::new(transition_seconds.clone()))?;
@@ -168,6 +178,7 @@ impl Metrics {
             local_sessions,
             evictions,
             workflow_pending,
+            background_calls,
         })
     }
 
@@ -181,17 +192,17 @@ impl Metrics {
 }
 
 /// Counts an instance as live until dropped.
-pub struct LiveInstance<'a>(&'a IntGauge);
+pub struct LiveInstance(IntGauge);
 
-impl<'a> LiveInstance<'a> {
+impl LiveInstance {
     /// Marks one more instance live.
-    pub fn new(gauge: &'a IntGauge) -> Self {
+    pub fn new(gauge: &IntGauge) -> Self {
         gauge.inc();
-        Self(gauge)
+        Self(gauge.clone())
     }
 }
 
-impl Drop for LiveInstance<'_> {
+impl Drop for LiveInstance {
     fn drop(&mut self) {
         self.0.dec();
     }

@@ -31,6 +31,12 @@ pub enum NodeError {
     /// The remote store could not be reached or the sessions loaded.
     #[error("sessions: {0}")]
     Sessions(#[from] SessionError),
+    /// The background runtime could not be started.
+    #[error(transparent)]
+    Sched(#[from] crate::sched::SchedError),
+    /// The teardown thread could not be started.
+    #[error("teardown thread: {0}")]
+    Teardown(std::io::Error),
 }
 
 impl From<sled::Error> for NodeError {
@@ -62,6 +68,10 @@ pub struct Node {
     pub(crate) admission: Arc<Semaphore>,
     pub(crate) peer: PeerClient,
     pub(crate) workflows: Arc<Workflows>,
+    /// Moves long and misbehaving calls to background priority.
+    pub(crate) sched: crate::sched::Scheduler,
+    /// Where finished instances are dropped.
+    pub(crate) teardown: crate::teardown::Teardown,
 }
 
 impl Node {
@@ -127,6 +137,9 @@ impl Node {
             }
         });
         let peer = PeerClient::new(config.auth.outgoing());
+        let sched =
+            crate::sched::Scheduler::new(config.sched.clone(), metrics.background_calls.clone())?;
+        let teardown = crate::teardown::Teardown::start().map_err(NodeError::Teardown)?;
         Ok(Self {
             config,
             engine,
@@ -139,6 +152,8 @@ impl Node {
             storage,
             peer,
             workflows,
+            sched,
+            teardown,
         })
     }
 

@@ -55,6 +55,8 @@ pub struct Function {
     pub info: FunctionInfo,
     /// Pre-linked for instantiation.
     pub pre: FunctionPre<HostState>,
+    /// Until when its calls start at background priority.
+    pub penalty: crate::sched::Penalty,
 }
 
 /// Why a registry operation failed.
@@ -342,6 +344,7 @@ impl Registry {
             name: info.name.as_str().into(),
             info,
             pre,
+            penalty: Default::default(),
         }))
     }
 

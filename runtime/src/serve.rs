@@ -9,6 +9,7 @@ use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, ValueEnum};
 use edge_runtime::compile::CompileConfig;
 use edge_runtime::http::{AuthConfig, ServerConfig};
+use edge_runtime::sched::SchedConfig;
 use edge_runtime::{EngineConfig, Node, NodeConfig, RemoteStore};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -114,6 +115,12 @@ pub struct ServeArgs {
     /// Let invocations in without a token.
     #[arg(long)]
     open_invoke: bool,
+    /// A call still running after this many milliseconds moves to the
+    /// background threads (`SCHED_IDLE`: every other thread goes first),
+    /// and its function starts its calls there for 10 s; 0 runs every call
+    /// where it started.
+    #[arg(long, default_value_t = 2)]
+    background_after_ms: u64,
 }
 
 /// The config file: every `serve` setting, in kebab-case; `peers` is a table
@@ -147,6 +154,7 @@ struct FileConfig {
     cluster_token: Option<String>,
     open_reads: Option<bool>,
     open_invoke: Option<bool>,
+    background_after_ms: Option<u64>,
 }
 
 impl Profile {
@@ -230,6 +238,7 @@ pub fn resolve(mut args: ServeArgs, m: &ArgMatches) -> Result<ServeArgs> {
         pin_ttl_secs,
         open_reads,
         open_invoke,
+        background_after_ms,
     );
     if !explicit(m, "token") && file.token.is_some() {
         args.token = file.token.clone();
@@ -257,6 +266,7 @@ pub fn resolve(mut args: ServeArgs, m: &ArgMatches) -> Result<ServeArgs> {
     if args.max_instances == 0 || args.max_memory_mib == 0 {
         bail!("max-instances and max-memory-mib must be at least 1");
     }
+
     Ok(args)
 }
 
@@ -313,6 +323,11 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         cluster_token: args.cluster_token.clone(),
         open_reads: args.open_reads,
         open_invoke: args.open_invoke,
+    };
+    config.sched = SchedConfig {
+        slice: (args.background_after_ms > 0)
+            .then(|| Duration::from_millis(args.background_after_ms)),
+        ..SchedConfig::default()
     };
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await

@@ -95,7 +95,7 @@ async fn each_hog_mode_gets_its_status_while_echo_keeps_answering() {
     assert!(answered.load(Ordering::Relaxed) > 0);
     assert!(node.healthy().await);
     assert_eq!(
-        node.metric("edge_live_instances").await,
+        node.settled_metric("edge_live_instances", 0.0).await,
         0.0,
         "every instance was dropped"
     );
@@ -133,4 +133,35 @@ async fn a_spinning_guest_does_not_stall_other_calls() {
     for s in spinners {
         s.await.unwrap();
     }
+}
+
+#[tokio::test]
+async fn a_spinning_guest_moves_to_the_background_and_its_next_calls_start_there() {
+    const BACKGROUND: &str = "edge_background_calls_total";
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(dir.path(), &["--deadline-ms", "400"]).await;
+    node.deploy("hog", guests::HOG).await;
+    assert_error(node.invoke("hog", None, "loop").await, 504, "deadline").await;
+    assert_eq!(node.metric_where(BACKGROUND, "reason=\"moved\"").await, 1.0);
+    // The function is penalised: its next calls start in the background,
+    // and still get their answers there.
+    assert_eq!(node.invoke_ok("hog", None, "hello").await, "ok");
+    assert_error(node.invoke("hog", None, "trap").await, 500, "trap").await;
+    assert_eq!(
+        node.metric_where(BACKGROUND, "reason=\"penalised\"").await,
+        2.0
+    );
+    assert_eq!(node.metric_where(BACKGROUND, "reason=\"moved\"").await, 1.0);
+    assert_eq!(node.settled_metric("edge_live_instances", 0.0).await, 0.0);
+
+    // With the background off, a spinner stays where it started.
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(
+        dir.path(),
+        &["--deadline-ms", "300", "--background-after-ms", "0"],
+    )
+    .await;
+    node.deploy("hog", guests::HOG).await;
+    assert_error(node.invoke("hog", None, "loop").await, 504, "deadline").await;
+    assert_eq!(node.metric(BACKGROUND).await, 0.0);
 }

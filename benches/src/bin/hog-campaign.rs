@@ -30,6 +30,17 @@ struct Args {
     /// The node's deadline per call, ms.
     #[arg(long, default_value_t = 200)]
     deadline_ms: u64,
+    /// Only these modes (comma-separated: loop, grow, trap, deep).
+    #[arg(long, value_delimiter = ',', default_value = "loop,grow,trap,deep")]
+    modes: Vec<String>,
+    /// One more argument for `edge-node serve` (repeatable), e.g.
+    /// `--node-arg=--background-after-ms=0` to run every call where it started.
+    #[arg(long = "node-arg", allow_hyphen_values = true)]
+    node_args: Vec<String>,
+    /// The neighbour calls in one session (a warm pinned instance) instead
+    /// of a fresh instance per call.
+    #[arg(long)]
+    warm_neighbour: bool,
     /// Where the Markdown table goes (also printed).
     #[arg(long, default_value = "bench-results/hogs.md")]
     out: PathBuf,
@@ -43,21 +54,41 @@ fn percentile(v: &mut [Duration], p: f64) -> Duration {
     v[((v.len() as f64 - 1.0) * p).round() as usize]
 }
 
-/// Calls echo in a loop until `stop`; returns each latency.
+/// One neighbour call: latency at the client and time spent in the node.
+#[derive(Clone, Copy)]
+struct Sample {
+    client: Duration,
+    node: Duration,
+}
+
+/// Calls echo in a loop until `stop`; returns each call's times.
 async fn neighbour(
     http: reqwest::Client,
     url: String,
+    session: Option<&'static str>,
     stop: Arc<AtomicBool>,
-) -> Result<Vec<Duration>> {
+) -> Result<Vec<Sample>> {
     let mut lat = Vec::new();
     while !stop.load(Ordering::Relaxed) && lat.len() < 1_000_000 {
         let t0 = Instant::now();
-        let r = http.post(&url).body("n").send().await?;
+        let mut req = http.post(&url).body("n");
+        if let Some(s) = session {
+            req = req.header("edge-session", s);
+        }
+        let r = req.send().await?;
         if r.status() != 200 {
             bail!("the neighbour's call failed: {}", r.status());
         }
+        let node_us = r
+            .headers()
+            .get("edge-duration-us")
+            .and_then(|v| v.to_str().ok()?.parse().ok())
+            .unwrap_or(0);
         r.bytes().await?;
-        lat.push(t0.elapsed());
+        lat.push(Sample {
+            client: t0.elapsed(),
+            node: Duration::from_micros(node_us),
+        });
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     Ok(lat)
@@ -74,6 +105,7 @@ async fn main() -> Result<()> {
         .arg(data.path())
         .args(["--deadline-ms", &args.deadline_ms.to_string()])
         .args(["--max-memory-mib", "64"])
+        .args(&args.node_args)
         .env("EDGE_LOG", "error");
     let mut node = Server::spawn(cmd, addr)?;
     node.wait_listening(Duration::from_secs(30))?;
@@ -87,27 +119,41 @@ async fn main() -> Result<()> {
     let echo = format!("http://{addr}/v1/functions/echo/invoke");
     let hog = format!("http://{addr}/v1/functions/hog/invoke");
 
+    let session = args.warm_neighbour.then_some("neighbour");
     // The neighbour alone, for 3 s.
     let stop = Arc::new(AtomicBool::new(false));
-    let quiet = tokio::spawn(neighbour(http.clone(), echo.clone(), stop.clone()));
+    let quiet = tokio::spawn(neighbour(http.clone(), echo.clone(), session, stop.clone()));
     tokio::time::sleep(Duration::from_secs(3)).await;
     stop.store(true, Ordering::Relaxed);
-    let mut quiet = quiet.await??;
-    let quiet_p99 = percentile(&mut quiet, 0.99);
-    let quiet_p50 = percentile(&mut quiet, 0.50);
+    let quiet = quiet.await??;
+    let mut quiet_client: Vec<Duration> = quiet.iter().map(|s| s.client).collect();
+    let quiet_p99 = percentile(&mut quiet_client, 0.99);
+    let quiet_p50 = percentile(&mut quiet_client, 0.50);
+    let quiet_node_p99 = percentile(&mut quiet.iter().map(|s| s.node).collect::<Vec<_>>(), 0.99);
 
     let limit = Duration::from_millis(args.deadline_ms + 1000);
     let mut md = format!(
-        "# Hog campaign\n\n{} calls per mode, {} at a time, deadline {} ms; neighbour: echo every 2 ms, \
-         quiet p50 {:.0} µs, p99 {:.0} µs ({} calls).\n\n\
-         | mode | expected | calls | wrong status | past deadline + 1 s | slowest | neighbour calls | neighbour p99 | ÷ quiet p99 | node up |\n\
-         |---|---|---:|---:|---:|---:|---:|---:|---:|---|\n",
+        "# Hog campaign\n\n{} calls per mode, {} at a time, deadline {} ms{}; neighbour: echo every 2 ms{}, \
+         quiet p50 {:.0} µs, p99 {:.0} µs ({} calls; p99 inside the node {:.0} µs).\n\n\
+         | mode | expected | calls | wrong status | past deadline + 1 s | slowest | neighbour calls | neighbour p99 | ÷ quiet p99 | inside the node p99 | node up |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
         args.calls,
         args.concurrency,
         args.deadline_ms,
+        if args.node_args.is_empty() {
+            String::new()
+        } else {
+            format!(", node flags `{}`", args.node_args.join(" "))
+        },
+        if args.warm_neighbour {
+            " in one session"
+        } else {
+            " (a fresh instance each)"
+        },
         quiet_p50.as_secs_f64() * 1e6,
         quiet_p99.as_secs_f64() * 1e6,
-        quiet.len()
+        quiet.len(),
+        quiet_node_p99.as_secs_f64() * 1e6,
     );
     let mut all_good = true;
     for (mode, status) in [
@@ -116,8 +162,11 @@ async fn main() -> Result<()> {
         ("trap", 500),
         ("deep", 500),
     ] {
+        if !args.modes.iter().any(|m| m == mode) {
+            continue;
+        }
         let stop = Arc::new(AtomicBool::new(false));
-        let side = tokio::spawn(neighbour(http.clone(), echo.clone(), stop.clone()));
+        let side = tokio::spawn(neighbour(http.clone(), echo.clone(), session, stop.clone()));
         let started = Instant::now();
         let mut workers = Vec::new();
         for w in 0..args.concurrency {
@@ -151,19 +200,21 @@ async fn main() -> Result<()> {
             slowest = slowest.max(c);
         }
         stop.store(true, Ordering::Relaxed);
-        let mut lat = side.await??;
-        let p99 = percentile(&mut lat, 0.99);
+        let lat = side.await??;
+        let p99 = percentile(&mut lat.iter().map(|s| s.client).collect::<Vec<_>>(), 0.99);
+        let node_p99 = percentile(&mut lat.iter().map(|s| s.node).collect::<Vec<_>>(), 0.99);
         let up =
             node.cpu_seconds().is_ok() && Request::new("GET", "/healthz").expect_ok(addr).is_ok();
         all_good &= wrong == 0 && late == 0 && up;
         let _ = writeln!(
             md,
-            "| {mode} | {status} | {} | {wrong} | {late} | {:.0} ms | {} | {:.0} µs | {:.1}× | {} |",
+            "| {mode} | {status} | {} | {wrong} | {late} | {:.0} ms | {} | {:.0} µs | {:.1}× | {:.0} µs | {} |",
             args.calls,
             slowest.as_secs_f64() * 1e3,
             lat.len(),
             p99.as_secs_f64() * 1e6,
             p99.as_secs_f64() / quiet_p99.as_secs_f64().max(1e-9),
+            node_p99.as_secs_f64() * 1e6,
             if up { "yes" } else { "NO" }
         );
         eprintln!("{mode}: done in {:.1} s", started.elapsed().as_secs_f64());

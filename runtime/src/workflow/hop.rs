@@ -323,7 +323,7 @@ impl Node {
             .invoke_with_store(
                 &spec_task.function,
                 &ctx.exec,
-                &call_inputs,
+                call_inputs,
                 store.clone(),
                 ctx.remaining(),
             )
@@ -342,7 +342,6 @@ impl Node {
             }
         };
         let duration_us = t0.elapsed().as_micros() as u64;
-        drop(call_inputs);
         let updated = match Arc::try_unwrap(store) {
             Ok(s) => s.into_values(),
             Err(_) => {
@@ -540,7 +539,7 @@ impl Node {
         &self,
         function: &str,
         label: &str,
-        inputs: &[Input],
+        inputs: Vec<Input>,
         store: Arc<dyn StateStore>,
         budget: Duration,
     ) -> Result<Vec<u8>, crate::InvokeError> {
@@ -548,7 +547,7 @@ impl Node {
         let deadline = Instant::now() + budget.min(self.config.invoke_deadline);
         let session = format!("wf-{}", &label[..label.len().min(100)]);
         let (output, _) = self
-            .run_remote_on(&f, &session, inputs, deadline, store)
+            .run_remote_on(&f, &session, &inputs.into(), deadline, store)
             .await?;
         Ok(output)
     }

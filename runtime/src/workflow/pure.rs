@@ -265,7 +265,7 @@ impl Node {
             .invoke_with_store(
                 function,
                 &ctx.exec,
-                &call_inputs,
+                call_inputs,
                 store.clone(),
                 ctx.remaining(),
             )

@@ -213,6 +213,26 @@ impl TestNode {
 
     /// The sum of every series of metric `name` in `/metrics`.
     pub async fn metric(&self, name: &str) -> f64 {
+        self.metric_where(name, "").await
+    }
+
+    /// Waits (up to 5 s) until metric `name` reads `value`; returns the last
+    /// reading. Instances are freed on a thread of their own, a moment after
+    /// their reply.
+    pub async fn settled_metric(&self, name: &str, value: f64) -> f64 {
+        let until = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let got = self.metric(name).await;
+            if got == value || std::time::Instant::now() > until {
+                return got;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// The sum of the series of metric `name` whose labels contain `label`
+    /// (`reason="moved"`, say).
+    pub async fn metric_where(&self, name: &str, label: &str) -> f64 {
         let text = self
             .http
             .get(self.at("/metrics"))
@@ -224,6 +244,7 @@ impl TestNode {
             .unwrap();
         text.lines()
             .filter(|l| l.split(['{', ' ']).next() == Some(name))
+            .filter(|l| l.contains(label))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum()
     }
