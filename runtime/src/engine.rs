@@ -3,7 +3,7 @@
 
 use crate::config::EngineConfig;
 use crate::guest_log::GuestLog;
-use crate::sched::Placement;
+use crate::sched::CallClock;
 use edge_host_api::StateCtx;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -132,8 +132,8 @@ pub struct HostState {
     pub limits: Limits,
     /// When the running call must stop.
     pub deadline: Instant,
-    /// Whether the running call was sent to the background.
-    pub placement: Placement,
+    /// The running call's ticks, and whether it was sent to the background.
+    pub clock: CallClock,
 }
 
 impl WasiView for HostState {
@@ -173,7 +173,7 @@ pub fn new_store(
             denied: false,
         },
         deadline,
-        placement: Placement::default(),
+        clock: CallClock::default(),
     };
     let mut store = Store::new(engine, data);
     store.limiter(|s| &mut s.limits);
@@ -181,10 +181,11 @@ pub fn new_store(
     // Every tick: past the deadline, stop; otherwise yield to the executor so
     // a spinning guest never holds a worker thread for more than one tick
     // (and the scheduler can move it once it has used its slice).
-    store.epoch_deadline_callback(|ctx| {
+    store.epoch_deadline_callback(|mut ctx| {
         if Instant::now() >= ctx.data().deadline {
             Err(DeadlineExceeded.into())
         } else {
+            ctx.data_mut().clock.tick();
             Ok(UpdateDeadline::Yield(1))
         }
     });

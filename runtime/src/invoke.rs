@@ -348,8 +348,9 @@ impl Node {
                 ctx,
                 deadline,
             );
-            let placement = Placement::default();
-            wasm.data_mut().placement = placement.clone();
+            let clock = self.sched.clock();
+            let placement = clock.placement.clone();
+            wasm.data_mut().clock = clock;
             let call = fresh_call(
                 function.clone(),
                 Instance {
@@ -359,7 +360,7 @@ impl Node {
                 },
                 inputs.clone(),
                 self.classifier(),
-                self.teardown.clone(),
+                self.offload(),
             );
             let (output, requested, commit) =
                 self.scheduled(function, &placement, deadline, call).await?;
@@ -477,19 +478,23 @@ impl Node {
             }
         };
         for attempt in 0..MAX_ATTEMPTS {
-            let placement = Placement::default();
+            let clock = self.sched.clock();
+            let placement = clock.placement.clone();
+            // Ticks count from now: a kept store's deadline is long past,
+            // and would interrupt the call at its first check.
+            instance.store_mut().set_epoch_deadline(1);
             let data = instance.store_mut().data_mut();
             data.state = new_ctx();
             data.deadline = deadline;
             data.limits.denied = false;
-            data.placement = placement.clone();
+            data.clock = clock;
             let counted = matches!(instance, PinnedCall::Warm(_));
             let call = pinned_call(
                 function.clone(),
                 instance,
                 inputs.clone(),
                 self.classifier(),
-                self.teardown.clone(),
+                self.offload(),
             );
             let (kept, output) = match self.scheduled(function, &placement, deadline, call).await {
                 Ok((kept, output)) => (kept, self.judged(function, output)),
@@ -542,6 +547,12 @@ impl Node {
         }
         self.metrics.pinned_instances.dec();
         Err(InvokeError::Contention(MAX_ATTEMPTS))
+    }
+
+    /// The teardown thread, while calls run in the background (see
+    /// `call::release`).
+    fn offload(&self) -> Option<crate::teardown::Teardown> {
+        self.sched.busy().then(|| self.teardown.clone())
     }
 
     fn classifier(&self) -> Classifier {

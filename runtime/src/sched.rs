@@ -1,17 +1,16 @@
 //! Where guest code runs.
 //!
 //! A call starts on the runtime that serves HTTP, so a short call pays no
-//! hand-off. A call that has used up its slice of CPU time (measured around
-//! each poll of it; a guest yields at every epoch tick) and is not done
-//! moves to the *background* runtime,
-//! whose threads run under Linux's `SCHED_IDLE` policy: any other thread of
+//! hand-off. A call whose guest code has run across `slice` epoch ticks
+//! (the epoch callback counts them; time spent waiting for I/O or for a
+//! core does not count) is asked to move, and at its next yield moves to
+//! the *background* runtime, whose threads run under Linux's `SCHED_IDLE` policy: any other thread of
 //! the node that wakes up takes their core at once (a higher nice value
 //! would only shrink their share: a waking thread could still wait out
 //! their scheduler slice, milliseconds). A spinning or memory-hungry guest
 //! then gets every core the node's other work leaves idle, and no more.
-//! A function whose call trapped, ran past
-//! its deadline or used up a slice is *penalised* for a while: its calls
-//! start in the background at once.
+//! A function whose call trapped or ran past its deadline is *penalised*
+//! for a while: its calls start in the background at once.
 //!
 //! Guest code itself never notices: the same future is polled, only by a
 //! different thread.
@@ -19,7 +18,7 @@
 use prometheus::IntCounterVec;
 use std::future::{Future, poll_fn};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 use tokio::runtime::{Handle, Runtime};
@@ -28,10 +27,16 @@ use tokio::task::JoinHandle;
 /// How calls are moved to the background.
 #[derive(Debug, Clone)]
 pub struct SchedConfig {
-    /// A call that has used this much CPU time and is not done moves to the
-    /// background; `None` keeps every call where it started (and starts no
-    /// background runtime).
-    pub slice: Option<Duration>,
+    /// A call whose guest code has run across this many epoch ticks moves
+    /// to the background; `None` keeps every call where it started (and
+    /// starts no background runtime).
+    pub slice: Option<u32>,
+    /// Background worker threads; 0 means one fewer than the cores (at least
+    /// one). Fewer threads than cores keeps a core free of long guest code
+    /// and of the kernel work it causes (faulting in and freeing its
+    /// memory, which the kernel does not preempt at once), at the cost of
+    /// long calls' throughput.
+    pub threads: usize,
     /// How long a function that misbehaved starts its calls in the
     /// background.
     pub penalty: Duration,
@@ -40,7 +45,8 @@ pub struct SchedConfig {
 impl Default for SchedConfig {
     fn default() -> Self {
         Self {
-            slice: Some(Duration::from_millis(2)),
+            slice: Some(2),
+            threads: 0,
             penalty: Duration::from_secs(10),
         }
     }
@@ -56,30 +62,55 @@ pub struct SchedError(#[from] std::io::Error);
 #[error("the node is shutting down")]
 pub struct Cancelled;
 
-/// Where one call runs: set once the scheduler has sent it to the
-/// background. Kept in the call's store, so that the instance is freed on
-/// the side it ran on.
+/// Where one call runs, shared by its store's epoch callback (which asks
+/// for a move) and the scheduler (which makes it). Kept in the store, so
+/// that the instance is freed on the side it ran on.
 #[derive(Debug, Clone, Default)]
-pub struct Placement(Arc<AtomicBool>);
+pub struct Placement(Arc<AtomicU8>);
+
+const ASKED: u8 = 1;
+const MOVED: u8 = 2;
 
 impl Placement {
     fn send_to_background(&self) {
-        self.0.store(true, Ordering::Relaxed);
+        self.0.fetch_or(MOVED, Ordering::Relaxed);
     }
 
-    /// Whether the call runs (or is about to run) in the background.
+    /// Called by the epoch callback when the call has run its slice.
+    pub fn ask_to_move(&self) {
+        self.0.fetch_or(ASKED, Ordering::Relaxed);
+    }
+
+    fn asked(&self) -> bool {
+        self.0.load(Ordering::Relaxed) & ASKED != 0
+    }
+
+    /// Whether the call runs in the background.
     pub fn in_background(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
+        self.0.load(Ordering::Relaxed) & MOVED != 0
     }
 }
 
-/// CPU time the calling thread has used so far.
-fn thread_cpu_time() -> Duration {
-    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
-    Duration::new(
-        u64::try_from(t.tv_sec).unwrap_or(0),
-        u32::try_from(t.tv_nsec).unwrap_or(0),
-    )
+/// One call's count of epoch ticks, kept in its store.
+#[derive(Debug, Clone, Default)]
+pub struct CallClock {
+    /// Where the call runs.
+    pub placement: Placement,
+    ticks: u32,
+    slice: Option<u32>,
+}
+
+impl CallClock {
+    /// Called from the epoch callback: once the call's guest code has run
+    /// across its slice of ticks, asks the scheduler to move it.
+    pub fn tick(&mut self) {
+        self.ticks = self.ticks.saturating_add(1);
+        if let Some(slice) = self.slice
+            && self.ticks >= slice
+        {
+            self.placement.ask_to_move();
+        }
+    }
 }
 
 /// Per function: until when its calls start in the background, in
@@ -106,16 +137,38 @@ pub struct Scheduler {
     epoch: Instant,
     /// Calls run in the background, by reason (`moved`, `penalised`).
     counter: IntCounterVec,
+    /// Calls in the background now.
+    running: Arc<AtomicUsize>,
+}
+
+/// Counts a call as running in the background until dropped.
+struct Running(Arc<AtomicUsize>);
+
+impl Running {
+    fn new(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Self(count.clone())
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Scheduler {
-    /// Starts the background runtime (one worker per core) unless
+    /// Starts the background runtime (`config.threads` workers) unless
     /// `config.slice` is `None`.
     pub fn new(config: SchedConfig, counter: IntCounterVec) -> Result<Self, SchedError> {
         let background = match config.slice {
             None => None,
             Some(_) => {
-                let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+                let workers = match config.threads {
+                    0 => std::thread::available_parallelism()
+                        .map_or(1, |n| n.get().saturating_sub(1).max(1)),
+                    n => n,
+                };
                 let rt = tokio::runtime::Builder::new_multi_thread()
                     .worker_threads(workers)
                     .thread_name("edge-background")
@@ -130,11 +183,27 @@ impl Scheduler {
             config,
             epoch: Instant::now(),
             counter,
+            running: Arc::default(),
         })
     }
 
     fn handle(&self) -> Option<&Handle> {
         self.background.as_ref()?.0.as_ref().map(Runtime::handle)
+    }
+
+    /// Whether any call runs in the background now (and may be holding the
+    /// memory-map lock for long: growing, faulting in or freeing memory).
+    pub fn busy(&self) -> bool {
+        self.running.load(Ordering::Relaxed) > 0
+    }
+
+    /// A clock for a call starting now.
+    pub fn clock(&self) -> CallClock {
+        CallClock {
+            placement: Placement::default(),
+            ticks: 0,
+            slice: self.config.slice,
+        }
     }
 
     fn now_ms(&self) -> u64 {
@@ -153,8 +222,8 @@ impl Scheduler {
         penalty.0.load(Ordering::Relaxed) > self.now_ms()
     }
 
-    /// Runs `call` (whose store carries `placement`) here until it has
-    /// used its slice of CPU time, then in the background; penalised
+    /// Runs `call` (whose store carries `placement`) here until its epoch
+    /// callback asks for a move, then in the background; penalised
     /// functions start there. Dropping the returned future stops the call
     /// wherever it runs.
     pub async fn run<F>(
@@ -167,35 +236,32 @@ impl Scheduler {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        let (Some(handle), Some(slice)) = (self.handle(), self.config.slice) else {
+        let Some(handle) = self.handle() else {
             return Ok(call.await);
         };
         if self.penalised(penalty) {
             self.counter.with_label_values(&["penalised"]).inc();
             placement.send_to_background();
+            let _running = Running::new(&self.running);
             return in_background(handle, call).await;
         }
+        // Boxed, so that it can move to the background half-way.
         let mut call = Box::pin(call);
-        // CPU time, not wall time: a short call that waited for a core (or
-        // for I/O) has not used its slice.
-        let mut used = Duration::ZERO;
-        let finished = poll_fn(|cx| {
-            let before = thread_cpu_time();
-            let polled = call.as_mut().poll(cx);
-            used += thread_cpu_time().saturating_sub(before);
-            match polled {
-                Poll::Ready(out) => Poll::Ready(Some(out)),
-                Poll::Pending if used >= slice => Poll::Ready(None),
-                Poll::Pending => Poll::Pending,
-            }
+        let finished = poll_fn(|cx| match call.as_mut().poll(cx) {
+            Poll::Ready(out) => Poll::Ready(Some(out)),
+            // The epoch callback asked and yielded: move now.
+            Poll::Pending if placement.asked() => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
         })
         .await;
         match finished {
             Some(out) => Ok(out),
             None => {
+                // Not penalised for this alone: a call that was merely slow
+                // once moves, and the function's next call starts here.
                 self.counter.with_label_values(&["moved"]).inc();
-                self.penalise(penalty);
                 placement.send_to_background();
+                let _running = Running::new(&self.running);
                 in_background(handle, call).await
             }
         }
@@ -246,11 +312,12 @@ mod tests {
     use super::*;
     use prometheus::Opts;
 
-    fn scheduler(slice: Option<Duration>) -> Scheduler {
+    fn scheduler(slice: Option<u32>) -> Scheduler {
         let counter = IntCounterVec::new(Opts::new("c", "c"), &["reason"]).unwrap();
         Scheduler::new(
             SchedConfig {
                 slice,
+                threads: 0,
                 penalty: Duration::from_secs(60),
             },
             counter,
@@ -272,13 +339,12 @@ mod tests {
         rest.split(' ').nth(38).unwrap().parse().unwrap()
     }
 
-    /// A call that yields `polls` times, each time after burning `cpu` of
-    /// CPU time.
-    async fn call(polls: u32, cpu: Duration) -> (String, u32) {
+    /// A call that yields `polls` times, each time after `ticks` epoch
+    /// ticks of its clock.
+    async fn call(mut clock: CallClock, polls: u32, ticks: u32) -> (String, u32) {
         for _ in 0..polls {
-            let until = thread_cpu_time() + cpu;
-            while thread_cpu_time() < until {
-                std::hint::spin_loop();
+            for _ in 0..ticks {
+                clock.tick();
             }
             tokio::task::yield_now().await;
         }
@@ -287,15 +353,17 @@ mod tests {
 
     #[tokio::test(flavor = "current_thread")]
     async fn short_calls_stay_and_long_ones_move_to_idle_priority_threads() {
-        let s = scheduler(Some(Duration::from_millis(2)));
+        let s = scheduler(Some(2));
         let here = thread_name();
         let penalty = Penalty::default();
 
-        // Waiting (not CPU) does not use up a slice.
-        let placement = Placement::default();
+        // A call that waits long but runs across fewer ticks than its
+        // slice stays.
+        let clock = s.clock();
+        let placement = clock.placement.clone();
         let waits = async {
             tokio::time::sleep(Duration::from_millis(20)).await;
-            call(3, Duration::ZERO).await
+            call(clock, 1, 1).await
         };
         let (thread, policy) = s.run(&penalty, &placement, waits).await.unwrap();
         assert_eq!(thread, here);
@@ -304,18 +372,22 @@ mod tests {
         assert!(!placement.in_background());
         assert!(!s.penalised(&penalty));
 
-        let placement = Placement::default();
-        let long = call(3, Duration::from_millis(3));
+        let clock = s.clock();
+        let placement = clock.placement.clone();
+        let long = call(clock, 3, 1);
         let (thread, policy) = s.run(&penalty, &placement, long).await.unwrap();
         assert_eq!(thread, "edge-background");
         assert_eq!(policy, 5, "background threads run under SCHED_IDLE");
         assert!(placement.in_background());
-        assert!(s.penalised(&penalty), "a moved call penalises its function");
+        assert!(!s.penalised(&penalty), "moving alone does not penalise");
 
-        // Penalised: even a short call starts in the background.
-        let placement = Placement::default();
+        // Penalised (as a trap or a missed deadline does): even a short
+        // call starts in the background.
+        s.penalise(&penalty);
+        let clock = s.clock();
+        let placement = clock.placement.clone();
         let (thread, _) = s
-            .run(&penalty, &placement, call(1, Duration::ZERO))
+            .run(&penalty, &placement, call(clock, 1, 0))
             .await
             .unwrap();
         assert_eq!(thread, "edge-background");
@@ -327,13 +399,10 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn without_a_slice_nothing_moves() {
         let off = scheduler(None);
-        let placement = Placement::default();
+        let clock = off.clock();
+        let placement = clock.placement.clone();
         let (thread, _) = off
-            .run(
-                &Penalty::default(),
-                &placement,
-                call(3, Duration::from_millis(3)),
-            )
+            .run(&Penalty::default(), &placement, call(clock, 3, 5))
             .await
             .unwrap();
         assert_eq!(thread, thread_name());
@@ -342,7 +411,7 @@ mod tests {
 
     #[tokio::test(flavor = "current_thread")]
     async fn dropping_the_caller_stops_a_moved_call() {
-        let s = scheduler(Some(Duration::from_millis(2)));
+        let s = scheduler(Some(2));
         let penalty = Penalty::default();
         s.penalise(&penalty);
         let dropped = Arc::new(AtomicBool::new(false));
@@ -357,12 +426,14 @@ mod tests {
             let _flag = flag;
             std::future::pending::<()>().await;
         };
-        let r = tokio::time::timeout(
-            Duration::from_millis(50),
-            s.run(&penalty, &Placement::default(), forever),
-        )
-        .await;
-        assert!(r.is_err());
+        let placement = Placement::default();
+        {
+            let mut run = std::pin::pin!(s.run(&penalty, &placement, forever));
+            let r = tokio::time::timeout(Duration::from_millis(50), &mut run).await;
+            assert!(r.is_err());
+            assert!(s.busy(), "the call runs in the background");
+        }
+        assert!(!s.busy());
         for _ in 0..200 {
             if dropped.load(Ordering::SeqCst) {
                 return;

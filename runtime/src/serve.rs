@@ -115,12 +115,16 @@ pub struct ServeArgs {
     /// Let invocations in without a token.
     #[arg(long)]
     open_invoke: bool,
-    /// A call still running after this many milliseconds moves to the
-    /// background threads (`SCHED_IDLE`: every other thread goes first),
-    /// and its function starts its calls there for 10 s; 0 runs every call
-    /// where it started.
+    /// A call whose guest code has run across this many epoch ticks (5 ms
+    /// each) moves to the background threads (`SCHED_IDLE`: every other
+    /// thread goes first), and its function starts its calls there for
+    /// 10 s; 0 runs every call where it started.
     #[arg(long, default_value_t = 2)]
-    background_after_ms: u64,
+    background_after_ticks: u32,
+    /// Background threads; 0 means one fewer than the cores, at least one
+    /// (a core stays free of long guest code).
+    #[arg(long, default_value_t = 0)]
+    background_threads: usize,
 }
 
 /// The config file: every `serve` setting, in kebab-case; `peers` is a table
@@ -154,7 +158,8 @@ struct FileConfig {
     cluster_token: Option<String>,
     open_reads: Option<bool>,
     open_invoke: Option<bool>,
-    background_after_ms: Option<u64>,
+    background_after_ticks: Option<u32>,
+    background_threads: Option<usize>,
 }
 
 impl Profile {
@@ -238,7 +243,8 @@ pub fn resolve(mut args: ServeArgs, m: &ArgMatches) -> Result<ServeArgs> {
         pin_ttl_secs,
         open_reads,
         open_invoke,
-        background_after_ms,
+        background_after_ticks,
+        background_threads,
     );
     if !explicit(m, "token") && file.token.is_some() {
         args.token = file.token.clone();
@@ -325,8 +331,8 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         open_invoke: args.open_invoke,
     };
     config.sched = SchedConfig {
-        slice: (args.background_after_ms > 0)
-            .then(|| Duration::from_millis(args.background_after_ms)),
+        slice: (args.background_after_ticks > 0).then_some(args.background_after_ticks),
+        threads: args.background_threads,
         ..SchedConfig::default()
     };
     let listener = tokio::net::TcpListener::bind(&args.listen)

@@ -158,7 +158,7 @@ async fn a_spinning_guest_moves_to_the_background_and_its_next_calls_start_there
     let dir = tempfile::tempdir().unwrap();
     let node = TestNode::start(
         dir.path(),
-        &["--deadline-ms", "300", "--background-after-ms", "0"],
+        &["--deadline-ms", "300", "--background-after-ticks", "0"],
     )
     .await;
     node.deploy("hog", guests::HOG).await;

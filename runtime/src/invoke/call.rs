@@ -48,7 +48,7 @@ pub(super) async fn fresh_call(
     mut instance: Instance,
     inputs: Arc<[Input]>,
     errors: Classifier,
-    teardown: Teardown,
+    teardown: Option<Teardown>,
 ) -> (Result<Vec<u8>, InvokeError>, Option<Mode>, Commit) {
     let store = &mut instance.store;
     let called = async {
@@ -67,19 +67,24 @@ pub(super) async fn fresh_call(
     let state = &mut store.data_mut().state;
     let (requested, commit) = (state.requested_mode(), state.take_commit());
     state.release_store();
-    let background = store.data().placement.in_background();
+    let background = store.data().clock.placement.in_background();
     release(instance, background, &teardown);
     (output, requested, commit)
 }
 
-/// Frees a finished instance: where it ran when that was in the background
-/// (at background priority), else on the teardown thread, so that a reply
-/// never waits for the memory to be handed back.
-fn release<T: Send + 'static>(instance: T, in_background: bool, teardown: &Teardown) {
-    if in_background {
-        drop(instance);
-    } else {
-        teardown.drop_later(instance);
+/// Frees a finished instance. A call that ran in the background frees it
+/// there, in a task of its own after the reply. Otherwise, while calls run
+/// in the background (`teardown` is given) the teardown thread frees it, so
+/// that the reply does not wait for the memory-map lock they may hold; with
+/// nothing in the background it is freed at once, which costs least.
+fn release<T: Send + 'static>(instance: T, in_background: bool, teardown: &Option<Teardown>) {
+    match (tokio::runtime::Handle::try_current(), teardown) {
+        // In the background the call is polled by the background runtime.
+        (Ok(here), _) if in_background => {
+            here.spawn(async move { drop(instance) });
+        }
+        (_, Some(teardown)) => teardown.drop_later(instance),
+        (_, None) => drop(instance),
     }
 }
 
@@ -91,7 +96,7 @@ pub(super) async fn pinned_call(
     instance: PinnedCall,
     inputs: Arc<[Input]>,
     errors: Classifier,
-    teardown: Teardown,
+    teardown: Option<Teardown>,
 ) -> (Option<Pinned>, Result<Vec<u8>, InvokeError>) {
     let mut pinned = match instance {
         PinnedCall::Warm(p) => p,
@@ -99,7 +104,7 @@ pub(super) async fn pinned_call(
             match function.pre.instantiate_async(&mut store).await {
                 Err(e) => {
                     let e = errors.classify(&store, e);
-                    let background = store.data().placement.in_background();
+                    let background = store.data().clock.placement.in_background();
                     release((store, slot), background, &teardown);
                     return (None, Err(e));
                 }
@@ -123,7 +128,7 @@ pub(super) async fn pinned_call(
         Ok(Err(message)) => (Some(pinned), Err(InvokeError::Guest(message))),
         Err(e) => {
             let e = errors.classify(&pinned.store, e);
-            let background = pinned.store.data().placement.in_background();
+            let background = pinned.store.data().clock.placement.in_background();
             release(pinned, background, &teardown);
             (None, Err(e))
         }
