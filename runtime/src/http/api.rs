@@ -39,7 +39,7 @@ const DRAIN_BYTES: usize = 1 << 20;
 const DRAIN_TIME: Duration = Duration::from_secs(1);
 
 /// Answers `err` after draining a little of the body the request still carries.
-async fn refuse(body: Body, err: impl Into<ApiError>) -> ApiError {
+pub(super) async fn refuse(body: Body, err: impl Into<ApiError>) -> ApiError {
     let mut data = body.into_data_stream();
     let mut seen = 0;
     let _ = tokio::time::timeout(DRAIN_TIME, async {
@@ -123,15 +123,15 @@ async fn storage_gate(
             return (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
         }
         if path.starts_with("/v1/") {
-            return ApiError::new(
+            let err = ApiError::new(
                 StatusCode::INSUFFICIENT_STORAGE,
                 "disk_full",
                 format!(
                     "disk full: storage stopped ({why}); every acknowledged write is kept \
                      and the node restarts once space returns"
                 ),
-            )
-            .into_response();
+            );
+            return refuse(request.into_body(), err).await.into_response();
         }
     }
     let response = next.run(request).await;

@@ -86,14 +86,19 @@ pub async fn require_token(State(node): State<AppState>, request: Request, next:
             v.strip_prefix("Bearer ")
                 .or_else(|| v.strip_prefix("bearer "))
         });
+    // A refusal drains some of the body first (an upload, say): closing a
+    // connection with unread data resets it, and the client would see the
+    // reset instead of the answer.
     match presented {
         None => {
-            let mut r = ApiError::new(
+            let err = ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
                 "a bearer token is required",
-            )
-            .into_response();
+            );
+            let mut r = super::api::refuse(request.into_body(), err)
+                .await
+                .into_response();
             r.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
                 http::HeaderValue::from_static("Bearer"),
@@ -101,12 +106,16 @@ pub async fn require_token(State(node): State<AppState>, request: Request, next:
             r
         }
         Some(t) if auth.accepts(t.trim()) => next.run(request).await,
-        Some(_) => ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "the token is not valid for this node",
-        )
-        .into_response(),
+        Some(_) => {
+            let err = ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "the token is not valid for this node",
+            );
+            super::api::refuse(request.into_body(), err)
+                .await
+                .into_response()
+        }
     }
 }
 
