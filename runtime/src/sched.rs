@@ -4,13 +4,15 @@
 //! hand-off. A call whose guest code has run across `slice` epoch ticks
 //! (the epoch callback counts them; time spent waiting for I/O or for a
 //! core does not count) is asked to move, and at its next yield moves to
-//! the *background* runtime, whose threads run under Linux's `SCHED_IDLE` policy: any other thread of
-//! the node that wakes up takes their core at once (a higher nice value
-//! would only shrink their share: a waking thread could still wait out
-//! their scheduler slice, milliseconds). A spinning or memory-hungry guest
-//! then gets every core the node's other work leaves idle, and no more.
-//! A function whose call trapped or ran past its deadline is *penalised*
-//! for a while: its calls start in the background at once.
+//! the *background* runtime. Its threads run under Linux's `SCHED_IDLE`
+//! policy: any other thread of the node that wakes up takes their core at
+//! once (a higher nice value would only shrink their share: a waking thread
+//! could still wait out their scheduler slice, milliseconds). There is one
+//! fewer of them than there are cores, so a spinning or memory-hungry guest
+//! gets the idle time of all cores but one, and the kernel work its memory
+//! causes never occupies every core. A function whose call trapped or ran
+//! past its deadline is *penalised* for a while: its calls start in the
+//! background at once.
 //!
 //! Guest code itself never notices: the same future is polled, only by a
 //! different thread.
