@@ -39,6 +39,9 @@ pub struct StateCtx {
     listed: Option<BTreeMap<String, u64>>,
     writes: BTreeMap<String, Option<Vec<u8>>>,
     requested_mode: Option<Mode>,
+    /// A full disk met by a state call: the invocation fails with it
+    /// whatever the guest made of the error.
+    disk_full: Option<StoreError>,
 }
 
 impl StateCtx {
@@ -58,7 +61,22 @@ impl StateCtx {
             listed: None,
             writes: BTreeMap::new(),
             requested_mode: None,
+            disk_full: None,
         }
+    }
+
+    /// The full-disk error a state call of this invocation met, if any. The
+    /// guest saw it as `unavailable`; the host must not take its answer for
+    /// a success or a guest error: storage has stopped.
+    pub fn take_disk_full(&mut self) -> Option<StoreError> {
+        self.disk_full.take()
+    }
+
+    fn unavailable(&mut self, e: StoreError) -> state::StateError {
+        if matches!(e, StoreError::Full(_)) && self.disk_full.is_none() {
+            self.disk_full = Some(e.clone());
+        }
+        state::StateError::Unavailable(e.to_string())
     }
 
     /// The session this invocation belongs to.
@@ -113,10 +131,6 @@ impl StateCtx {
     }
 }
 
-fn unavailable(e: StoreError) -> state::StateError {
-    state::StateError::Unavailable(e.to_string())
-}
-
 impl state::Host for StateCtx {
     #[tracing::instrument(level = "trace", skip(self), fields(session = %self.session))]
     async fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, state::StateError> {
@@ -127,11 +141,10 @@ impl state::Host for StateCtx {
         if let Some(seen) = self.reads.get(&key) {
             return Ok(seen.as_ref().map(|(v, _)| v.clone()));
         }
-        let found = self
-            .store
-            .get(&self.session, &key)
-            .await
-            .map_err(unavailable)?;
+        let found = match self.store.get(&self.session, &key).await {
+            Ok(found) => found,
+            Err(e) => return Err(self.unavailable(e)),
+        };
         let value = found.as_ref().map(|v| v.value.clone());
         self.reads.insert(key, found.map(|v| (v.value, v.version)));
         Ok(value)
@@ -159,7 +172,10 @@ impl state::Host for StateCtx {
     #[tracing::instrument(level = "trace", skip(self), fields(session = %self.session))]
     async fn list_keys(&mut self) -> Result<Vec<String>, state::StateError> {
         if self.listed.is_none() {
-            let keys = self.store.keys(&self.session).await.map_err(unavailable)?;
+            let keys = match self.store.keys(&self.session).await {
+                Ok(keys) => keys,
+                Err(e) => return Err(self.unavailable(e)),
+            };
             self.listed = Some(keys.into_iter().collect());
         }
         let mut keys: BTreeMap<&str, bool> = self

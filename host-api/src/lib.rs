@@ -34,6 +34,7 @@ mod ctx;
 mod peer_store;
 mod redis_store;
 mod sled_store;
+mod sled_writer;
 mod store;
 
 /// Bindings generated from `wit/` for the world `edge:function/function`.
@@ -52,6 +53,7 @@ pub use ctx::{StateCtx, StateLimits};
 pub use peer_store::{KeyVersion, PeerStore, WireCommit, WireEntry};
 pub use redis_store::RedisStore;
 pub use sled_store::{SledStore, valid_session_id};
+pub use sled_writer::SledWriter;
 pub use store::{Commit, StateStore, StoreError, Versioned, is_disk_full};
 
 use wasmtime::component::{HasSelf, Linker};

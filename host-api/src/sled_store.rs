@@ -1,17 +1,21 @@
 //! [`StateStore`] on this node's sled database.
 
+use crate::sled_writer::SledWriter;
 use crate::store::{Commit, StateStore, StoreError, Versioned};
 use async_trait::async_trait;
-use sled::transaction::{ConflictableTransactionError, TransactionError};
 
 /// Session state in a sled tree, durable (flushed) before a commit returns.
 ///
 /// Layout: key = `session ++ 0x00 ++ key`, value = `version (8 bytes, BE) ++ bytes`.
 /// Session ids never contain NUL ([`valid_session_id`]), so one session's
 /// prefix never covers another's keys.
+///
+/// Writes go through the node's [`SledWriter`] (one thread, one flush per
+/// batch of commits); reads run on tokio's blocking pool, never on an async
+/// worker.
 #[derive(Clone)]
 pub struct SledStore {
-    db: sled::Db,
+    writer: SledWriter,
     tree: sled::Tree,
 }
 
@@ -55,48 +59,97 @@ fn version_of(raw: &[u8]) -> Option<u64> {
     raw.first_chunk::<8>().map(|v| u64::from_be_bytes(*v))
 }
 
+/// A record at a new version, unique in the database (sled ids start at 0;
+/// versions at 1).
+fn record(db: &sled::Db, value: &[u8]) -> Result<Vec<u8>, StoreError> {
+    let version = db.generate_id()? + 1;
+    let mut record = Vec::with_capacity(8 + value.len());
+    record.extend_from_slice(&version.to_be_bytes());
+    record.extend_from_slice(value);
+    Ok(record)
+}
+
+/// Runs a blocking sled read on tokio's blocking pool.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StoreError::Backend(format!("state read: {e}")))?
+}
+
+/// A batch that removes every key of the session with prefix `p`.
+fn clear(tree: &sled::Tree, p: &[u8]) -> Result<(sled::Batch, usize), StoreError> {
+    let mut batch = sled::Batch::default();
+    let mut n = 0;
+    for k in tree.scan_prefix(p).keys() {
+        batch.remove(k?);
+        n += 1;
+    }
+    Ok((batch, n))
+}
+
 impl SledStore {
-    /// Use the `state` tree of an open sled database.
+    /// Uses the `state` tree of `db`, with a writer thread of its own.
     pub fn new(db: sled::Db) -> Result<Self, StoreError> {
-        let tree = db.open_tree(TREE)?;
-        Ok(Self { db, tree })
+        let writer = SledWriter::start(db)
+            .map_err(|e| StoreError::Backend(format!("state writer thread: {e}")))?;
+        Self::with_writer(writer)
+    }
+
+    /// Uses the `state` tree of the writer's database; writes go through it.
+    pub fn with_writer(writer: SledWriter) -> Result<Self, StoreError> {
+        let tree = writer.db().open_tree(TREE)?;
+        Ok(Self { writer, tree })
+    }
+
+    /// The writer this store commits through.
+    pub fn writer(&self) -> &SledWriter {
+        &self.writer
     }
 
     /// Every key of `session` with its value and version.
-    pub fn export(&self, session: &str) -> Result<Vec<(String, Versioned)>, StoreError> {
+    pub async fn export(&self, session: &str) -> Result<Vec<(String, Versioned)>, StoreError> {
         let p = prefix(session)?;
-        let mut out = Vec::new();
-        for item in self.tree.scan_prefix(&p) {
-            let (k, v) = item?;
-            out.push((
-                String::from_utf8_lossy(&k[p.len()..]).into_owned(),
-                decode(&v)?,
-            ));
-        }
-        Ok(out)
+        let tree = self.tree.clone();
+        blocking(move || {
+            let mut out = Vec::new();
+            for item in tree.scan_prefix(&p) {
+                let (k, v) = item?;
+                out.push((
+                    String::from_utf8_lossy(&k[p.len()..]).into_owned(),
+                    decode(&v)?,
+                ));
+            }
+            Ok(out)
+        })
+        .await
     }
 
-    /// Makes `entries` the whole state of `session`, keeping their versions
-    /// (a migrated session arrives with the versions it had), durably.
+    /// Makes `entries` the whole state of `session`, durably. Every value
+    /// gets a new version of this database: versions stay unique here even
+    /// for a session that arrives from another node.
     pub async fn replace(
         &self,
         session: &str,
         entries: &[(String, Versioned)],
     ) -> Result<(), StoreError> {
         let p = prefix(session)?;
-        let mut batch = sled::Batch::default();
-        for k in self.tree.scan_prefix(&p).keys() {
-            batch.remove(k?);
-        }
-        for (key, v) in entries {
-            let mut record = Vec::with_capacity(8 + v.value.len());
-            record.extend_from_slice(&v.version.to_be_bytes());
-            record.extend_from_slice(&v.value);
-            batch.insert(full_key(session, key)?, record);
-        }
-        self.tree.apply_batch(batch)?;
-        self.db.flush_async().await?;
-        Ok(())
+        let entries = entries
+            .iter()
+            .map(|(key, v)| Ok((full_key(session, key)?, v.value.clone())))
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let tree = self.tree.clone();
+        self.writer
+            .write(move |db| {
+                let (mut batch, _) = clear(&tree, &p)?;
+                for (full, value) in &entries {
+                    batch.insert(full.as_slice(), record(db, value)?);
+                }
+                tree.apply_batch(batch)?;
+                Ok(())
+            })
+            .await
     }
 }
 
@@ -104,87 +157,95 @@ impl SledStore {
 impl StateStore for SledStore {
     async fn get(&self, session: &str, key: &str) -> Result<Option<Versioned>, StoreError> {
         let k = full_key(session, key)?;
-        self.tree.get(k)?.map(|raw| decode(&raw)).transpose()
+        let tree = self.tree.clone();
+        blocking(move || tree.get(k)?.map(|raw| decode(&raw)).transpose()).await
     }
 
     async fn keys(&self, session: &str) -> Result<Vec<(String, u64)>, StoreError> {
         let p = prefix(session)?;
-        let mut out = Vec::new();
-        for item in self.tree.scan_prefix(&p) {
-            let (k, v) = item?;
-            let key = String::from_utf8_lossy(&k[p.len()..]).into_owned();
-            let version =
-                version_of(&v).ok_or_else(|| StoreError::Backend("corrupt state record".into()))?;
-            out.push((key, version));
-        }
-        Ok(out)
+        let tree = self.tree.clone();
+        blocking(move || {
+            let mut out = Vec::new();
+            for item in tree.scan_prefix(&p) {
+                let (k, v) = item?;
+                let key = String::from_utf8_lossy(&k[p.len()..]).into_owned();
+                let version = version_of(&v)
+                    .ok_or_else(|| StoreError::Backend("corrupt state record".into()))?;
+                out.push((key, version));
+            }
+            Ok(out)
+        })
+        .await
     }
 
     async fn commit(&self, session: &str, commit: &Commit) -> Result<(), StoreError> {
+        self.commit_until(session, commit, None).await
+    }
+
+    async fn commit_by(
+        &self,
+        session: &str,
+        commit: &Commit,
+        deadline: std::time::Instant,
+    ) -> Result<(), StoreError> {
+        self.commit_until(session, commit, Some(deadline)).await
+    }
+
+    async fn delete_session(&self, session: &str) -> Result<usize, StoreError> {
+        let p = prefix(session)?;
+        let tree = self.tree.clone();
+        self.writer
+            .write(move |_| {
+                let (batch, n) = clear(&tree, &p)?;
+                tree.apply_batch(batch)?;
+                Ok(n)
+            })
+            .await
+    }
+}
+
+impl SledStore {
+    async fn commit_until(
+        &self,
+        session: &str,
+        commit: &Commit,
+        deadline: Option<std::time::Instant>,
+    ) -> Result<(), StoreError> {
         if commit.is_read_only() {
             return Ok(());
         }
         let reads = commit
             .reads
             .iter()
-            .map(|(k, v)| Ok((full_key(session, k)?, k, *v)))
+            .map(|(k, v)| Ok((full_key(session, k)?, k.clone(), *v)))
             .collect::<Result<Vec<_>, StoreError>>()?;
         let writes = commit
             .writes
             .iter()
-            .map(|(k, v)| Ok((full_key(session, k)?, v)))
+            .map(|(k, v)| Ok((full_key(session, k)?, v.clone())))
             .collect::<Result<Vec<_>, StoreError>>()?;
-        let result = self.tree.transaction(|tx| {
-            for (full, key, seen) in &reads {
-                let now = tx.get(full)?.as_deref().and_then(version_of);
-                if now != *seen {
-                    return Err(ConflictableTransactionError::Abort((*key).clone()));
-                }
-            }
-            for (full, value) in &writes {
-                match value {
-                    Some(bytes) => {
-                        // sled ids start at 0; versions start at 1.
-                        let version = tx.generate_id()? + 1;
-                        let mut record = Vec::with_capacity(8 + bytes.len());
-                        record.extend_from_slice(&version.to_be_bytes());
-                        record.extend_from_slice(bytes);
-                        tx.insert(full.as_slice(), record)?;
-                    }
-                    None => {
-                        tx.remove(full.as_slice())?;
+        let tree = self.tree.clone();
+        // Checked and applied on the writer thread, the only one that
+        // writes: nothing can change between the check and the batch.
+        self.writer
+            .write_until(deadline, move |db| {
+                for (full, key, seen) in reads {
+                    let now = tree.get(&full)?.as_deref().and_then(version_of);
+                    if now != seen {
+                        return Err(StoreError::Conflict { key });
                     }
                 }
-            }
-            Ok(())
-        });
-        match result {
-            Ok(()) => {}
-            Err(TransactionError::Abort(key)) => return Err(StoreError::Conflict { key }),
-            Err(TransactionError::Storage(e)) => return Err(e.into()),
-        }
-        // Durable before the caller acknowledges anything. Concurrent commits
-        // share one flush: sled writes out everything pending at once.
-        //
-        // If the flush fails (a full disk), sled 0.34 keeps the writes in
-        // memory and refuses every later write until it is reopened: the
-        // caller answers 507 and the node stops serving state until a
-        // restart (see `edge_runtime::storage`).
-        self.db.flush_async().await?;
-        Ok(())
-    }
-
-    async fn delete_session(&self, session: &str) -> Result<usize, StoreError> {
-        let p = prefix(session)?;
-        let mut batch = sled::Batch::default();
-        let mut n = 0;
-        for item in self.tree.scan_prefix(&p).keys() {
-            batch.remove(item?);
-            n += 1;
-        }
-        self.tree.apply_batch(batch)?;
-        self.db.flush_async().await?;
-        Ok(n)
+                let mut batch = sled::Batch::default();
+                for (full, value) in writes {
+                    match value {
+                        Some(bytes) => batch.insert(full, record(db, &bytes)?),
+                        None => batch.remove(full),
+                    }
+                }
+                tree.apply_batch(batch)?;
+                Ok(())
+            })
+            .await
     }
 }
 

@@ -32,7 +32,7 @@ impl Commit {
 }
 
 /// Why a store operation failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// A key read by the commit changed since it was read.
     #[error("state key {key:?} changed concurrently")]
@@ -46,6 +46,9 @@ pub enum StoreError {
     /// The disk under the store is full: nothing was written.
     #[error("state store: disk full, nothing was written ({0})")]
     Full(String),
+    /// The deadline passed before the write was started: nothing was written.
+    #[error("state store: the deadline passed before the write could start; nothing was written")]
+    Timeout,
     /// The backend failed (I/O, an unreachable server).
     #[error("state store: {0}")]
     Backend(String),
@@ -82,6 +85,19 @@ pub trait StateStore: Send + Sync + 'static {
     /// Apply `commit` atomically and durably, or fail with
     /// [`StoreError::Conflict`] and change nothing.
     async fn commit(&self, session: &str, commit: &Commit) -> Result<(), StoreError>;
+
+    /// As [`StateStore::commit`], giving up by `deadline` where the backend
+    /// can tell that nothing was written ([`StoreError::Timeout`]); a
+    /// backend that cannot tell waits (the default).
+    async fn commit_by(
+        &self,
+        session: &str,
+        commit: &Commit,
+        deadline: std::time::Instant,
+    ) -> Result<(), StoreError> {
+        let _ = deadline;
+        self.commit(session, commit).await
+    }
 
     /// Remove every key of `session`; returns how many there were.
     async fn delete_session(&self, session: &str) -> Result<usize, StoreError>;

@@ -160,6 +160,7 @@ impl From<SessionError> for InvokeError {
             SessionError::Moved(url) => InvokeError::Moved(url),
             SessionError::Store(e) => InvokeError::State(e),
             SessionError::InvalidId => InvokeError::InvalidSession,
+            SessionError::Busy(d) => InvokeError::Deadline(d),
             e => InvokeError::Session(e),
         }
     }
@@ -242,7 +243,7 @@ impl Node {
     ) -> Result<Served, InvokeError> {
         for _ in 0..4 {
             {
-                let inner = session.gate.read().await;
+                let inner = session.read_by(deadline).await?;
                 if let Some(url) = &inner.record.moved_to {
                     return Err(InvokeError::Moved(url.clone()));
                 }
@@ -260,7 +261,7 @@ impl Node {
                     };
                     let mut reason = None;
                     if want == SessionMode::Local {
-                        let mut inner = session.gate.write().await;
+                        let mut inner = session.write_by(deadline).await?;
                         reason = self
                             .sessions
                             .transition(session, &mut inner, want, trigger)
@@ -275,7 +276,7 @@ impl Node {
                     });
                 }
             }
-            let mut inner = session.gate.write().await;
+            let mut inner = session.write_by(deadline).await?;
             if inner.record.mode != SessionMode::Local || inner.record.moved_to.is_some() {
                 continue;
             }
@@ -365,7 +366,7 @@ impl Node {
             let (output, requested, commit) =
                 self.scheduled(function, &placement, deadline, call).await?;
             let output = self.judged(function, output)?;
-            match store.commit(session, &commit).await {
+            match store.commit_by(session, &commit, deadline).await {
                 Ok(()) => return Ok((output, requested)),
                 Err(StoreError::Conflict { key }) => {
                     self.conflicted(&key, attempt, deadline).await?
@@ -459,22 +460,25 @@ impl Node {
             .pinned
             .remove(&*function.name)
             .map(|m| m.into_inner().unwrap_or_else(|e| e.into_inner()));
+        let cold = || async {
+            let slot = self.acquire_slot(deadline).await?;
+            let store = new_store(
+                &self.engine,
+                &self.config.engine,
+                &function.name,
+                self.config.guest_log_bytes,
+                new_ctx(),
+                deadline,
+            );
+            Ok::<_, InvokeError>(PinnedCall::Cold { store, slot })
+        };
         let (mut instance, start) = match taken {
             Some(p) if p.digest == function.info.digest => (PinnedCall::Warm(p), StartKind::Warm),
             stale => {
                 if stale.is_some() {
                     self.metrics.pinned_instances.dec();
                 }
-                let slot = self.acquire_slot(deadline).await?;
-                let store = new_store(
-                    &self.engine,
-                    &self.config.engine,
-                    &function.name,
-                    self.config.guest_log_bytes,
-                    new_ctx(),
-                    deadline,
-                );
-                (PinnedCall::Cold { store, slot }, StartKind::Cold)
+                (cold().await?, StartKind::Cold)
             }
         };
         for attempt in 0..MAX_ATTEMPTS {
@@ -513,18 +517,17 @@ impl Node {
             let output = match output {
                 Ok(o) => o,
                 Err(e) => {
-                    // A guest error is a normal return: the instance stays.
-                    pinned.last_used = Instant::now();
-                    inner
-                        .pinned
-                        .insert(function.name.to_string(), std::sync::Mutex::new(pinned));
+                    // Nothing was committed, but the instance's memory may
+                    // hold what the call did: the next call starts fresh
+                    // from the committed state.
+                    self.metrics.pinned_instances.dec();
                     return Err(e);
                 }
             };
             let state = &mut pinned.store.data_mut().state;
             let requested = state.requested_mode();
             let commit = state.take_commit();
-            match local.commit(&session.id, &commit).await {
+            match local.commit_by(&session.id, &commit, deadline).await {
                 Ok(()) => {
                     pinned.last_used = Instant::now();
                     inner
@@ -533,11 +536,13 @@ impl Node {
                     return Ok((output, start, requested));
                 }
                 Err(StoreError::Conflict { key }) => {
-                    if let Err(e) = self.conflicted(&key, attempt, deadline).await {
-                        self.metrics.pinned_instances.dec();
-                        return Err(e);
-                    }
-                    instance = PinnedCall::Warm(pinned);
+                    // The state changed under the call (the state server
+                    // wrote it): its instance's memory saw what is gone, so
+                    // the call runs again on a fresh instance.
+                    self.metrics.pinned_instances.dec();
+                    drop(pinned);
+                    self.conflicted(&key, attempt, deadline).await?;
+                    instance = cold().await?;
                 }
                 Err(e) => {
                     self.metrics.pinned_instances.dec();

@@ -33,6 +33,7 @@ pub mod config;
 pub mod engine;
 mod guest_log;
 pub mod http;
+pub mod imports;
 pub mod invoke;
 pub mod metrics;
 pub mod node;

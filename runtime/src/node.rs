@@ -8,7 +8,7 @@ use crate::registry::{Registry, RegistryError};
 use crate::session::{ModeOutcome, SessionError, SessionMode, Sessions, Trigger};
 use crate::workflow::Workflows;
 use edge_host_api::{KeyVersion, PeerStore, RedisStore, Versioned};
-use edge_host_api::{SledStore, StateStore, StoreError};
+use edge_host_api::{SledStore, SledWriter, StateStore, StoreError};
 use std::sync::Arc;
 use tokio::sync::Semaphore;
 use wasmtime::Engine;
@@ -57,7 +57,8 @@ pub struct Node {
     pub(crate) engine: Engine,
     pub(crate) registry: Registry,
     pub(crate) sessions: Arc<Sessions>,
-    pub(crate) db: sled::Db,
+    /// The one thread that writes (and flushes) the database.
+    pub(crate) writer: SledWriter,
     pub(crate) metrics: Arc<Metrics>,
     /// One permit per pooled instance: calls beyond the pool wait here;
     /// pinned instances hold theirs while they live.
@@ -83,6 +84,8 @@ impl Node {
             .path(config.data_dir.join("db"))
             .cache_capacity(config.sled_cache_bytes)
             .open()?;
+        let writer = SledWriter::start(db.clone())
+            .map_err(|e| NodeError::Storage(format!("state writer thread: {e}")))?;
         let engine = build_engine(&config.engine)?;
         start_epoch_ticker(&engine, config.engine.epoch_tick);
         let linker = build_linker(&engine)?;
@@ -91,13 +94,13 @@ impl Node {
             engine.clone(),
             linker,
             &config.data_dir,
-            db.clone(),
+            writer.clone(),
             config.compile.clone(),
             config.engine.clone(),
             metrics.clone(),
         )
         .await?;
-        let local = Arc::new(SledStore::new(db.clone())?);
+        let local = Arc::new(SledStore::with_writer(writer.clone())?);
         let remote: Option<Arc<dyn StateStore>> = match &config.remote_store {
             RemoteStore::Local => None,
             RemoteStore::Redis(url) => Some(Arc::new(RedisStore::connect(url).await?)),
@@ -107,11 +110,12 @@ impl Node {
             )?)),
         };
         let sessions = Sessions::open(
-            db.clone(),
+            writer.clone(),
             local,
             remote,
             config.max_local_sessions,
             config.pin_ttl,
+            config.invoke_deadline,
             metrics.clone(),
         )?;
         let instance_slots = Arc::new(Semaphore::new(config.engine.max_instances as usize));
@@ -145,7 +149,7 @@ impl Node {
             engine,
             registry,
             sessions,
-            db,
+            writer,
             metrics,
             instance_slots,
             admission,
@@ -189,7 +193,7 @@ impl Node {
 
     /// Writes everything pending to disk (called on shutdown).
     pub async fn flush(&self) -> Result<(), NodeError> {
-        self.db.flush_async().await?;
+        self.writer.flush().await?;
         Ok(())
     }
 }
@@ -231,7 +235,7 @@ impl Node {
     #[tracing::instrument(skip(self))]
     pub async fn set_mode(&self, id: &str, mode: SessionMode) -> Result<ModeOutcome, SessionError> {
         let session = self.sessions.get(id)?;
-        let mut inner = session.gate.write().await;
+        let mut inner = session.write_by(self.sessions.deadline()).await?;
         self.sessions
             .transition(&session, &mut inner, mode, Trigger::Client)
             .await
@@ -240,7 +244,7 @@ impl Node {
     /// Describes session `id`.
     pub async fn session_info(&self, id: &str) -> Result<SessionInfo, SessionError> {
         let session = self.sessions.get(id)?;
-        let inner = session.gate.read().await;
+        let inner = session.read_by(self.sessions.deadline()).await?;
         if let Some(url) = &inner.record.moved_to {
             return Err(SessionError::Moved(url.clone()));
         }
@@ -277,6 +281,8 @@ impl Node {
     /// meanwhile wait, then are forwarded there.
     #[tracing::instrument(skip(self))]
     pub async fn migrate(&self, id: &str, to: &str) -> Result<MigrateOutcome, SessionError> {
+        let to = self.migration_target(to)?;
+        let to = to.as_str();
         let session = self.sessions.get(id)?;
         let peer = self.peer.clone();
         let report = self
@@ -300,6 +306,58 @@ impl Node {
         })
     }
 
+    /// A write to session `id`'s state in this node's sled from outside a
+    /// call (the state server: a peer's remote store, or a tool). It holds
+    /// the session's gate like a local call, so it never lands between a
+    /// local call's read and its commit; a pinned instance that read what
+    /// it overwrote conflicts on its next commit and runs again fresh.
+    pub async fn state_commit(
+        &self,
+        id: &str,
+        commit: &edge_host_api::Commit,
+    ) -> Result<(), SessionError> {
+        let session = self.sessions.get(id)?;
+        let deadline = self.sessions.deadline();
+        let inner = session.write_by(deadline).await?;
+        if let Some(url) = &inner.record.moved_to {
+            return Err(SessionError::Moved(url.clone()));
+        }
+        Ok(self.sessions.local.commit_by(id, commit, deadline).await?)
+    }
+
+    /// Clears session `id`'s state in this node's sled (the state server),
+    /// under the session's gate.
+    pub async fn state_clear(&self, id: &str) -> Result<usize, SessionError> {
+        let session = self.sessions.get(id)?;
+        let _inner = session.write_by(self.sessions.deadline()).await?;
+        Ok(self.sessions.local.delete_session(id).await?)
+    }
+
+    /// Checks that `to` may receive a session: a peer this node was told of
+    /// (`--peer`), never itself. The node presents the cluster token to the
+    /// target, and later forwards callers' requests there: a client must not
+    /// be able to choose that address.
+    fn migration_target(&self, to: &str) -> Result<String, SessionError> {
+        let to = normalise_url(to)
+            .ok_or_else(|| SessionError::InvalidTarget(format!("not an http(s) URL: {to:?}")))?;
+        if self.config.public_url.as_deref().and_then(normalise_url) == Some(to.clone()) {
+            return Err(SessionError::InvalidTarget(format!(
+                "{to} is this node: a session cannot migrate to where it is"
+            )));
+        }
+        let known = self
+            .config
+            .peers
+            .iter()
+            .any(|(_, url)| normalise_url(url).as_deref() == Some(to.as_str()));
+        if !known {
+            return Err(SessionError::InvalidTarget(format!(
+                "{to} is not a known peer of this node (start it with --peer NAME={to})"
+            )));
+        }
+        Ok(to)
+    }
+
     /// Takes in session `id` from another node.
     pub async fn import_session(
         &self,
@@ -318,6 +376,14 @@ impl Node {
     pub fn workflows(&self) -> &Workflows {
         &self.workflows
     }
+}
+
+/// `url` as an http(s) URL without a trailing slash, for comparing.
+fn normalise_url(url: &str) -> Option<String> {
+    reqwest::Url::parse(url)
+        .ok()
+        .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+        .map(|u| u.as_str().trim_end_matches('/').to_owned())
 }
 
 /// A new session id: 128 random bits, hex.

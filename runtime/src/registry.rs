@@ -15,6 +15,7 @@ use crate::EngineConfig;
 use crate::compile::{self, CompileConfig, WorkerError};
 use crate::engine::HostState;
 use crate::metrics::Metrics;
+use edge_host_api::SledWriter;
 use edge_host_api::bindings::FunctionPre;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -110,6 +111,15 @@ impl From<sled::Error> for RegistryError {
     }
 }
 
+impl From<edge_host_api::StoreError> for RegistryError {
+    fn from(e: edge_host_api::StoreError) -> Self {
+        match e {
+            edge_host_api::StoreError::Full(m) => RegistryError::Full(m),
+            e => RegistryError::Storage(e.to_string()),
+        }
+    }
+}
+
 /// True when `name` matches `[a-z0-9][a-z0-9._-]{0,63}` and has no `..`.
 pub fn valid_name(name: &str) -> bool {
     let b = name.as_bytes();
@@ -196,7 +206,7 @@ pub struct Registry {
     sources: PathBuf,
     artifacts: PathBuf,
     meta: sled::Tree,
-    db: sled::Db,
+    writer: SledWriter,
     loaded: RwLock<HashMap<String, Arc<Function>>>,
     compile_slots: Semaphore,
     compile: CompileConfig,
@@ -211,7 +221,7 @@ impl Registry {
         engine: Engine,
         linker: Linker<HostState>,
         data_dir: &Path,
-        db: sled::Db,
+        writer: SledWriter,
         compile: CompileConfig,
         engine_config: EngineConfig,
         metrics: Arc<Metrics>,
@@ -228,8 +238,8 @@ impl Registry {
             engine_key: format!("{:016x}", hasher.finish()),
             sources,
             artifacts,
-            meta: db.open_tree("functions")?,
-            db,
+            meta: writer.db().open_tree("functions")?,
+            writer,
             loaded: RwLock::new(HashMap::new()),
             compile_slots: Semaphore::new(compile.concurrency.max(1)),
             compile,
@@ -302,11 +312,9 @@ impl Registry {
             info.artifact = compiled.artifact;
             info.artifact_sha256 = compiled.artifact_sha256;
             info.compile_ms = compiled.compile_ms;
-            self.meta.insert(
-                name.as_bytes(),
-                serde_json::to_vec(&info).map_err(|e| RegistryError::Storage(e.to_string()))?,
-            )?;
-            self.db.flush_async().await?;
+            let record =
+                serde_json::to_vec(&info).map_err(|e| RegistryError::Storage(e.to_string()))?;
+            self.put_record(&name, Some(record)).await?;
             self.link(info, &compiled.component)
         };
         result.await.map_err(|e| (name, e))
@@ -443,6 +451,18 @@ impl Registry {
             return Err(RegistryError::InvalidName(name.to_owned()));
         }
         check_preamble(&bytes)?;
+        let bytes =
+            tokio::task::spawn_blocking(move || match crate::imports::unprovided_imports(&bytes) {
+                Err(e) => Err(RegistryError::Invalid(e)),
+                Ok(missing) if !missing.is_empty() => Err(RegistryError::Link(format!(
+                    "this node does not provide {} (it provides WASI 0.2 without HTTP, and \
+                     edge:function)",
+                    missing.join(", ")
+                ))),
+                Ok(_) => Ok(bytes),
+            })
+            .await
+            .map_err(|e| RegistryError::Compile(e.to_string()))??;
         let size = bytes.len() as u64;
         let digest = sha256_hex(&bytes);
         let compiled = self.compile(bytes).await?;
@@ -458,11 +478,23 @@ impl Registry {
             artifact: compiled.artifact,
             artifact_sha256: compiled.artifact_sha256,
         };
-        let function = self.link(info.clone(), &compiled.component)?;
-        let record =
-            serde_json::to_vec(&info).map_err(|e| RegistryError::Storage(e.to_string()))?;
-        let previous = self.meta.insert(name.as_bytes(), record)?;
-        self.db.flush_async().await?;
+        // A refused upload leaves nothing behind: the files it wrote go
+        // unless a deployed function uses the same component.
+        let stored = async {
+            let function = self.link(info.clone(), &compiled.component)?;
+            let record =
+                serde_json::to_vec(&info).map_err(|e| RegistryError::Storage(e.to_string()))?;
+            let previous = self.put_record(name, Some(record)).await?;
+            Ok::<_, RegistryError>((function, previous))
+        }
+        .await;
+        let (function, previous) = match stored {
+            Ok(done) => done,
+            Err(e) => {
+                self.remove_files_if_unused(&info);
+                return Err(e);
+            }
+        };
         self.insert_loaded(function);
         if let Some(prev) =
             previous.and_then(|raw| serde_json::from_slice::<FunctionInfo>(&raw).ok())
@@ -472,6 +504,26 @@ impl Registry {
         self.metrics.functions.set(self.len() as i64);
         tracing::info!(digest = %info.digest, compile_ms = info.compile_ms, "deployed");
         Ok(info)
+    }
+
+    /// Writes (or removes) the record of `name` durably, through the
+    /// writer thread; returns the record it replaced.
+    async fn put_record(
+        &self,
+        name: &str,
+        record: Option<Vec<u8>>,
+    ) -> Result<Option<sled::IVec>, RegistryError> {
+        let (meta, name) = (self.meta.clone(), name.to_owned());
+        let previous = self
+            .writer
+            .write(move |_| {
+                Ok(match record {
+                    Some(r) => meta.insert(name.as_bytes(), r)?,
+                    None => meta.remove(name.as_bytes())?,
+                })
+            })
+            .await?;
+        Ok(previous)
     }
 
     fn insert_loaded(&self, f: Arc<Function>) {
@@ -511,8 +563,7 @@ impl Registry {
             .unwrap_or_else(|p| p.into_inner())
             .remove(name)
             .ok_or_else(|| RegistryError::NotFound(name.to_owned()))?;
-        self.meta.remove(name.as_bytes())?;
-        self.db.flush_async().await?;
+        self.put_record(name, None).await?;
         self.remove_files_if_unused(&removed.info);
         self.metrics.functions.set(self.len() as i64);
         Ok(removed.info.clone())

@@ -377,8 +377,19 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         }
     };
     edge_runtime::http::serve(listener, Arc::new(node), server, stop).await?;
-    if storage.is_recovered() {
-        bail!("space is back after a full disk: exiting so the supervisor restarts this node");
+    if let Some(why) = storage.failed() {
+        // Leave at once, without destructors: sled's threads may wait for
+        // ever on a database whose flush failed, and the process must end
+        // for its supervisor to restart it. Every acknowledged write was
+        // flushed before it was acknowledged.
+        if storage.is_recovered() {
+            tracing::error!(
+                "space is back after a full disk: exiting so the supervisor restarts this node"
+            );
+        } else {
+            tracing::error!(error = %why, "stopping with storage stopped after a full disk");
+        }
+        std::process::exit(1);
     }
     tracing::info!("stopped");
     Ok(())

@@ -14,7 +14,9 @@
 use crate::engine::HostState;
 use crate::metrics::Metrics;
 use edge_host_api::bindings::Function as Bindings;
-use edge_host_api::{Commit, Mode, SledStore, StateStore, StoreError, Versioned, valid_session_id};
+use edge_host_api::{
+    Commit, Mode, SledStore, SledWriter, StateStore, StoreError, Versioned, valid_session_id,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -127,6 +129,28 @@ pub struct Session {
 }
 
 impl Session {
+    /// Shares the gate, waiting at most until `deadline`.
+    pub async fn read_by(
+        &self,
+        deadline: Instant,
+    ) -> Result<tokio::sync::RwLockReadGuard<'_, Inner>, SessionError> {
+        let wait = deadline.saturating_duration_since(Instant::now());
+        tokio::time::timeout(wait, self.gate.read())
+            .await
+            .map_err(|_| SessionError::Busy(wait))
+    }
+
+    /// Holds the gate alone, waiting at most until `deadline`.
+    pub async fn write_by(
+        &self,
+        deadline: Instant,
+    ) -> Result<tokio::sync::RwLockWriteGuard<'_, Inner>, SessionError> {
+        let wait = deadline.saturating_duration_since(Instant::now());
+        tokio::time::timeout(wait, self.gate.write())
+            .await
+            .map_err(|_| SessionError::Busy(wait))
+    }
+
     /// Counts one call.
     pub fn touch(&self, epoch: Instant) {
         self.invocations.fetch_add(1, Ordering::Relaxed);
@@ -163,6 +187,12 @@ pub enum SessionError {
     /// The session lives on another node now.
     #[error("session moved to {0}")]
     Moved(String),
+    /// A migration target this node may not hand a session to.
+    #[error("invalid migration target: {0}")]
+    InvalidTarget(String),
+    /// Waiting for the session took past the call's deadline.
+    #[error("the session stayed busy past the deadline of {0:?}")]
+    Busy(Duration),
     /// The operation needs a local-state session.
     #[error("session is not in local-state mode")]
     NotLocal,
@@ -185,11 +215,13 @@ pub struct Sessions {
     pub remote: Arc<dyn StateStore>,
     remote_is_local: bool,
     records: sled::Tree,
-    db: sled::Db,
+    writer: SledWriter,
     table: Mutex<HashMap<String, Arc<Session>>>,
     local_sessions: AtomicUsize,
     max_local: usize,
     ttl: Duration,
+    /// How long a session operation waits for the session's gate.
+    wait: Duration,
     epoch: Instant,
     metrics: Arc<Metrics>,
 }
@@ -198,14 +230,15 @@ impl Sessions {
     /// Opens the session records in `db`; `remote` is `None` when remote
     /// state lives in this node's sled too.
     pub fn open(
-        db: sled::Db,
+        writer: SledWriter,
         local: Arc<SledStore>,
         remote: Option<Arc<dyn StateStore>>,
         max_local: usize,
         ttl: Duration,
+        wait: Duration,
         metrics: Arc<Metrics>,
     ) -> Result<Arc<Self>, SessionError> {
-        let records = db.open_tree("sessions")?;
+        let records = writer.db().open_tree("sessions")?;
         let mut local_sessions = 0;
         for item in records.iter() {
             let (_, raw) = item?;
@@ -221,16 +254,22 @@ impl Sessions {
             remote,
             remote_is_local,
             records,
-            db,
+            writer,
             table: Mutex::new(HashMap::new()),
             local_sessions: AtomicUsize::new(local_sessions),
             max_local,
             ttl,
+            wait,
             epoch: Instant::now(),
             metrics,
         });
         spawn_reaper(Arc::downgrade(&sessions), ttl);
         Ok(sessions)
+    }
+
+    /// When an operation starting now stops waiting for a session.
+    pub fn deadline(&self) -> Instant {
+        Instant::now() + self.wait
     }
 
     /// The instant call times are measured from.
@@ -299,14 +338,21 @@ impl Sessions {
     }
 
     async fn save(&self, id: &str, record: &Record) -> Result<(), SessionError> {
-        if *record == Record::default() {
-            self.records.remove(id)?;
+        let raw = if *record == Record::default() {
+            None
         } else {
-            let raw =
-                serde_json::to_vec(record).map_err(|e| SessionError::Storage(e.to_string()))?;
-            self.records.insert(id, raw)?;
-        }
-        self.db.flush_async().await?;
+            Some(serde_json::to_vec(record).map_err(|e| SessionError::Storage(e.to_string()))?)
+        };
+        let (records, id) = (self.records.clone(), id.to_owned());
+        self.writer
+            .write(move |_| {
+                match raw {
+                    None => records.remove(id)?,
+                    Some(raw) => records.insert(id, raw)?,
+                };
+                Ok(())
+            })
+            .await?;
         Ok(())
     }
 
@@ -444,7 +490,8 @@ impl Sessions {
         Fut: Future<Output = Result<(), SessionError>>,
     {
         let waited = Instant::now();
-        let mut inner = session.gate.write().await;
+        let deadline = self.deadline();
+        let mut inner = session.write_by(deadline).await?;
         let started = Instant::now();
         if let Some(url) = &inner.record.moved_to {
             return Err(SessionError::Moved(url.clone()));
@@ -452,9 +499,12 @@ impl Sessions {
         if inner.record.mode != SessionMode::Local {
             return Err(SessionError::NotLocal);
         }
-        let entries = self.local.export(&session.id)?;
+        let entries = self.local.export(&session.id).await?;
         let keys = entries.len();
-        send(entries).await?;
+        let wait = deadline.saturating_duration_since(Instant::now());
+        tokio::time::timeout(wait, send(entries))
+            .await
+            .map_err(|_| SessionError::Busy(wait))??;
         inner.record = Record {
             mode: SessionMode::Remote,
             desired: SessionMode::Remote,
@@ -481,7 +531,7 @@ impl Sessions {
         entries: &[(String, Versioned)],
     ) -> Result<ModeOutcome, SessionError> {
         let session = self.get(id)?;
-        let mut inner = session.gate.write().await;
+        let mut inner = session.write_by(self.deadline()).await?;
         let was_local = inner.record.mode == SessionMode::Local && inner.record.moved_to.is_none();
         if !was_local && !self.admit_local() {
             return Ok(ModeOutcome {
@@ -518,7 +568,7 @@ impl Sessions {
     /// Forgets a session: its instances, its state in both stores, its record.
     pub async fn delete(&self, id: &str) -> Result<usize, SessionError> {
         let session = self.get(id)?;
-        let mut inner = session.gate.write().await;
+        let mut inner = session.write_by(self.deadline()).await?;
         let mut deleted = self.local.delete_session(id).await?;
         if !self.remote_is_local {
             deleted += self.remote.delete_session(id).await?;

@@ -224,3 +224,39 @@ async fn a_thousand_mutated_components_get_answers_and_never_crash_the_node() {
     let listed = node.get_json("/v1/functions").await;
     assert_eq!(listed.as_array().unwrap().len(), 1 + accepted as usize);
 }
+
+/// Files under `functions/` of a node's data dir.
+fn function_files(data: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for sub in ["sources", "artifacts"] {
+        for e in std::fs::read_dir(data.join("functions").join(sub)).unwrap() {
+            out.push(e.unwrap().file_name().to_string_lossy().into_owned());
+        }
+    }
+    out.sort();
+    out
+}
+
+#[tokio::test]
+async fn imports_the_node_lacks_are_refused_before_compiling_and_leave_no_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(dir.path(), &[]).await;
+    node.deploy("echo", guests::ECHO).await;
+    let kept = function_files(dir.path());
+    assert_eq!(kept.len(), 2, "{kept:?}");
+    // A wasi:http proxy: this node provides no wasi:http.
+    for _ in 0..3 {
+        let r = node
+            .deploy_bytes("proxy", std::fs::read(guests::HELLO_HTTP).unwrap())
+            .await;
+        let message = support::assert_error(r, 400, "unsupported_imports").await;
+        assert!(message.contains("wasi:http/"), "{message}");
+    }
+    assert_eq!(
+        node.metric("edge_compilations_total").await,
+        1.0,
+        "nothing compiled"
+    );
+    assert_eq!(function_files(dir.path()), kept, "nothing left behind");
+    assert_eq!(node.invoke_ok("echo", None, "still").await, "still");
+}

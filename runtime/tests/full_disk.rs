@@ -141,3 +141,71 @@ async fn a_full_disk_gets_507_loses_nothing_and_recovers() {
     );
     assert_eq!(node.invoke_ok("echo", None, "back").await, "back");
 }
+
+#[tokio::test]
+async fn a_full_disk_under_stateful_load_answers_507_never_422_and_sigterm_stops_the_node() {
+    let fs = Tmpfs::mount(48);
+    let data = fs.path().join("node");
+    let node = std::sync::Arc::new(TestNode::start(&data, &[]).await);
+    node.deploy("counter", guests::COUNTER).await;
+    node.deploy("kv", guests::KV).await;
+    for i in 0..8 {
+        node.set_mode(&format!("l{i}"), "local").await;
+    }
+    let filler = fs.path().join("filler");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Sixteen clients on local and remote (embedded store) sessions while
+    // the disk fills: every answer is 200 or 507, never a guest error.
+    let clients: Vec<_> = (0..16)
+        .map(|i| {
+            let (node, stop) = (node.clone(), stop.clone());
+            tokio::spawn(async move {
+                let session = if i % 2 == 0 {
+                    format!("l{}", i / 2)
+                } else {
+                    format!("r{i}")
+                };
+                let mut answers = std::collections::BTreeMap::<u16, u32>::new();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let r = node
+                        .invoke("kv", Some(&session), "fill blob 30000;get blob")
+                        .await;
+                    let status = r.status().as_u16();
+                    if status != 200 {
+                        let body: serde_json::Value = r.json().await.unwrap();
+                        assert_eq!(
+                            (status, body["kind"].as_str()),
+                            (507, Some("disk_full")),
+                            "{body}"
+                        );
+                    }
+                    *answers.entry(status).or_default() += 1;
+                    if status == 507 {
+                        break;
+                    }
+                }
+                answers
+            })
+        })
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    fill(&filler);
+    let mut refused = 0;
+    for c in clients {
+        let answers = tokio::time::timeout(std::time::Duration::from_secs(60), c)
+            .await
+            .expect("a client never got its 507")
+            .unwrap();
+        refused += answers.get(&507).copied().unwrap_or(0);
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(refused > 0);
+    // SIGTERM while storage is stopped: the process ends promptly.
+    let node = std::sync::Arc::into_inner(node).unwrap();
+    let status = node.terminate(std::time::Duration::from_secs(20)).await;
+    assert!(!status.success(), "storage had stopped: {status}");
+    std::fs::remove_file(&filler).unwrap();
+    let node = TestNode::start(&data, &[]).await;
+    assert_eq!(node.invoke_ok("counter", Some("l0"), "").await, "1");
+    node.stop().await;
+}

@@ -278,8 +278,9 @@ async fn two_nodes_share_one_session_through_redis() {
 #[tokio::test]
 async fn migration_while_a_client_calls_loses_nothing() {
     let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let a = Arc::new(TestNode::start(da.path(), &[]).await);
-    let b = TestNode::start(db.path(), &[]).await;
+    let mut nodes = TestNode::start_cluster(&[da.path(), db.path()], &[]).await;
+    let b = nodes.pop().unwrap();
+    let a = Arc::new(nodes.pop().unwrap());
     a.deploy("counter", guests::COUNTER).await;
     b.deploy("counter", guests::COUNTER).await;
     a.set_mode("mig", "local").await;
@@ -451,4 +452,23 @@ async fn kill_9_loses_no_acknowledged_local_write() {
         committed <= acked + kills,
         "more writes than calls: {committed} > {acked} + {kills}"
     );
+}
+
+#[tokio::test]
+async fn a_guest_error_in_local_mode_commits_nothing_and_the_next_call_starts_fresh() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(dir.path(), &[]).await;
+    node.deploy("kv", guests::KV).await;
+    node.set_mode("e", "local").await;
+    node.invoke_ok("kv", Some("e"), "set a 1").await;
+    let r = node.invoke("kv", Some("e"), "get a").await;
+    assert_eq!(header(&r, "edge-start"), "warm");
+    // Writes, then fails: nothing is committed, and the instance whose
+    // memory saw the write is not used again.
+    let r = node.invoke("kv", Some("e"), "set a 2;fail").await;
+    assert_error(r, 422, "guest_error").await;
+    assert_eq!(node.settled_metric("edge_pinned_instances", 0.0).await, 0.0);
+    let r = node.invoke("kv", Some("e"), "get a").await;
+    assert_eq!(header(&r, "edge-start"), "cold");
+    assert_eq!(r.text().await.unwrap(), "1");
 }

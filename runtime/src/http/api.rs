@@ -2,15 +2,16 @@
 //! calls on [`Node`] and back; the runtime knows nothing of HTTP.
 
 use super::error::ApiError;
+use super::extract::{Json, Path};
 use super::{sessions, workflows};
 use crate::invoke::{InvokeError, InvokeOutcome, InvokeRequest};
 use crate::node::Node;
 use crate::registry::FunctionInfo;
+use axum::Router;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
-use axum::{Json, Router};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use http::{HeaderMap, HeaderValue, StatusCode, header};

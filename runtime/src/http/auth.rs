@@ -5,6 +5,11 @@
 //! opens the GET routes that describe functions, sessions and the node, and
 //! `--open-invoke` opens invocation. State and node-to-node routes are never
 //! opened by those flags.
+//!
+//! With a cluster token configured, the routes nodes use between themselves
+//! (imports, the state server, `/v1/wf/*`) accept **only** the cluster
+//! token: a client token gets 403 there, so a client can never write a
+//! session's state behind its guest's back nor pose as a peer.
 
 use super::api::AppState;
 use super::error::ApiError;
@@ -37,8 +42,14 @@ impl AuthConfig {
         self.cluster_token.as_deref().or(self.token.as_deref())
     }
 
-    fn accepts(&self, presented: &str) -> bool {
-        [&self.token, &self.cluster_token]
+    fn accepts(&self, presented: &str, path: &str) -> bool {
+        let cluster = self.cluster_token.as_ref();
+        let node = self.token.as_ref().filter(|_| {
+            // Where nodes talk among themselves, only the cluster token
+            // counts once there is one.
+            cluster.is_none() || !is_cluster_route(path)
+        });
+        [node, cluster]
             .into_iter()
             .flatten()
             .any(|t| constant_time_eq(t.as_bytes(), presented.as_bytes()))
@@ -61,6 +72,19 @@ impl AuthConfig {
             *method == Method::POST && matches!(segs.as_slice(), ["v1", "functions", _, "invoke"]);
         (self.open_reads && read) || (self.open_invoke && invoke)
     }
+}
+
+/// The routes nodes of a cluster use between themselves: migration imports,
+/// the state server (what a peer store reads and writes) and every
+/// workflow message.
+pub fn is_cluster_route(path: &str) -> bool {
+    let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    matches!(
+        segs.as_slice(),
+        ["v1", "sessions", _, "import" | "commit" | "state"]
+            | ["v1", "sessions", _, "state", _]
+            | ["v1", "wf", ..]
+    )
 }
 
 /// Compares without an early exit, so the time taken says nothing about
@@ -105,7 +129,7 @@ pub async fn require_token(State(node): State<AppState>, request: Request, next:
             );
             r
         }
-        Some(t) if auth.accepts(t.trim()) => next.run(request).await,
+        Some(t) if auth.accepts(t.trim(), request.uri().path()) => next.run(request).await,
         Some(_) => {
             let err = ApiError::new(
                 StatusCode::FORBIDDEN,
@@ -140,7 +164,40 @@ mod tests {
         assert!(!a.is_open(&Method::GET, "/v1/sessions/s/state/k"));
         assert!(!a.is_open(&Method::PUT, "/v1/functions/echo"));
         assert!(!a.is_open(&Method::POST, "/v1/functions/echo/invoke"));
-        assert!(a.accepts("t") && !a.accepts("tt") && !a.accepts(""));
+        assert!(a.accepts("t", "/v1/x") && !a.accepts("tt", "/v1/x") && !a.accepts("", "/v1/x"));
         assert!(constant_time_eq(b"abc", b"abc") && !constant_time_eq(b"abc", b"abd"));
+    }
+
+    #[test]
+    fn cluster_routes_take_only_the_cluster_token() {
+        let a = AuthConfig {
+            token: Some("t".into()),
+            cluster_token: Some("c".into()),
+            ..AuthConfig::default()
+        };
+        for path in [
+            "/v1/sessions/s/import",
+            "/v1/sessions/s/commit",
+            "/v1/sessions/s/state",
+            "/v1/sessions/s/state/k",
+            "/v1/wf/deliver",
+            "/v1/wf/x/states/S",
+        ] {
+            assert!(!a.accepts("t", path), "{path}");
+            assert!(a.accepts("c", path), "{path}");
+        }
+        for path in [
+            "/v1/sessions/s/migrate",
+            "/v1/sessions/s",
+            "/v1/functions/f/invoke",
+        ] {
+            assert!(a.accepts("t", path) && a.accepts("c", path), "{path}");
+        }
+        // Without a cluster token the node token is the cluster's too.
+        let single = AuthConfig {
+            token: Some("t".into()),
+            ..AuthConfig::default()
+        };
+        assert!(single.accepts("t", "/v1/wf/deliver"));
     }
 }

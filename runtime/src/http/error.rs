@@ -110,6 +110,7 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict { .. } => (StatusCode::CONFLICT, "conflict"),
             StoreError::Backend(_) => (StatusCode::SERVICE_UNAVAILABLE, "state_store"),
             StoreError::Full(_) => (StatusCode::INSUFFICIENT_STORAGE, "disk_full"),
+            StoreError::Timeout => (StatusCode::GATEWAY_TIMEOUT, "deadline"),
         };
         ApiError::new(status, kind, e.to_string())
     }
@@ -160,6 +161,12 @@ impl From<SessionError> for ApiError {
             SessionError::Moved(url) => ApiError::moved(&url, ""),
             SessionError::NotLocal => {
                 ApiError::new(StatusCode::CONFLICT, "not_local", e.to_string())
+            }
+            SessionError::InvalidTarget(_) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid_target", e.to_string())
+            }
+            SessionError::Busy(_) => {
+                ApiError::new(StatusCode::GATEWAY_TIMEOUT, "deadline", e.to_string())
             }
             SessionError::Storage(_) => {
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage", e.to_string())

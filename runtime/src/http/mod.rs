@@ -3,6 +3,7 @@
 mod api;
 mod auth;
 mod error;
+mod extract;
 mod server;
 mod sessions;
 mod workflows;

@@ -12,6 +12,9 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
+/// How long the last flush may take at shutdown.
+const FINAL_FLUSH: Duration = Duration::from_secs(10);
+
 /// Connection-level limits of the server.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -89,8 +92,12 @@ pub async fn serve(
             tracing::warn!("requests still running after the grace period; stopping anyway");
         }
     }
-    if let Err(e) = node.flush().await {
-        tracing::error!(error = %e, "final flush failed");
+    // Bounded: a database whose disk failed must not keep the process
+    // from exiting (its supervisor restarts it).
+    match tokio::time::timeout(FINAL_FLUSH, node.flush()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!(error = %e, "final flush failed"),
+        Err(_) => tracing::error!("final flush did not finish in {FINAL_FLUSH:?}; stopping anyway"),
     }
     Ok(())
 }

@@ -3,12 +3,12 @@
 
 use super::api::AppState;
 use super::error::ApiError;
+use super::extract::{Json, Path};
 use crate::node::{MigrateOutcome, SessionInfo};
 use crate::peer::ImportRequest;
 use crate::session::{ModeOutcome, SessionError, SessionMode};
-use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use edge_host_api::{Commit, KeyVersion, StateStore, StoreError, WireCommit};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -129,7 +129,7 @@ pub async fn clear_state(
     State(node): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let deleted = node.sessions().local.delete_session(&id).await?;
+    let deleted = node.state_clear(&id).await?;
     Ok(Json(serde_json::json!({ "deleted": deleted })))
 }
 
@@ -192,9 +192,9 @@ async fn conditional_write(
     id: &str,
     commit: Commit,
 ) -> Result<StatusCode, ApiError> {
-    match node.sessions().local.commit(id, &commit).await {
+    match node.state_commit(id, &commit).await {
         Ok(()) => Ok(StatusCode::NO_CONTENT),
-        Err(StoreError::Conflict { key }) => Err(ApiError::new(
+        Err(SessionError::Store(StoreError::Conflict { key })) => Err(ApiError::new(
             StatusCode::PRECONDITION_FAILED,
             "precondition_failed",
             format!("key {key:?} is not at the version given"),
@@ -252,9 +252,9 @@ pub async fn commit(
             format!("bad base64: {e}"),
         )
     })?;
-    match node.sessions().local.commit(&id, &commit).await {
+    match node.state_commit(&id, &commit).await {
         Ok(()) => Ok(StatusCode::NO_CONTENT.into_response()),
-        Err(StoreError::Conflict { key }) => Ok((
+        Err(SessionError::Store(StoreError::Conflict { key })) => Ok((
             StatusCode::CONFLICT,
             Json(serde_json::json!({ "error": format!("key {key:?} changed"), "kind": "conflict", "key": key })),
         )

@@ -3,12 +3,12 @@
 
 use super::api::{AppState, read_body};
 use super::error::ApiError;
+use super::extract::{Json, Path, Query};
 use crate::workflow::hop::{Deliver, Reports};
 use crate::workflow::wire::{Cost, Envelope, response_head_bytes};
 use crate::workflow::{WorkflowError, WorkflowResult};
-use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, HeaderValue, StatusCode};
 use serde::Deserialize;
@@ -25,6 +25,14 @@ impl From<WorkflowError> for ApiError {
     }
 }
 
+/// Largest workflow spec taken, bytes (inputs and initial values travel in
+/// it; larger data belongs in a session's state).
+const MAX_SPEC_BYTES: usize = 8 << 20;
+
+fn spec_limit(node: &AppState) -> usize {
+    node.config().max_upload_bytes.min(MAX_SPEC_BYTES)
+}
+
 fn bad(e: impl std::fmt::Display) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.to_string())
 }
@@ -35,7 +43,7 @@ pub async fn run(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<WorkflowResult>, ApiError> {
-    let spec = read_body(&headers, body, node.config().max_upload_bytes).await?;
+    let spec = read_body(&headers, body, spec_limit(&node)).await?;
     Ok(Json(node.wf_run(&spec).await?))
 }
 
@@ -45,7 +53,7 @@ pub async fn validate(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let spec = read_body(&headers, body, node.config().max_upload_bytes).await?;
+    let spec = read_body(&headers, body, spec_limit(&node)).await?;
     let plan = node.wf_validate(&spec).await?;
     let order: Vec<&str> = plan.topo.iter().map(|&i| plan.id(i)).collect();
     Ok(Json(

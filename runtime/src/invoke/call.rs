@@ -59,12 +59,15 @@ pub(super) async fn fresh_call(
             .await
     }
     .await;
-    let output = match called {
+    let mut output = match called {
         Ok(Ok(output)) => Ok(output),
         Ok(Err(message)) => Err(InvokeError::Guest(message)),
         Err(e) => Err(errors.classify(store, e)),
     };
     let state = &mut store.data_mut().state;
+    if let Some(full) = state.take_disk_full() {
+        output = Err(InvokeError::State(full));
+    }
     let (requested, commit) = (state.requested_mode(), state.take_commit());
     state.release_store();
     let background = store.data().clock.placement.in_background();
@@ -123,15 +126,19 @@ pub(super) async fn pinned_call(
         .edge_function_handler()
         .call_handle(&mut pinned.store, &inputs)
         .await;
-    match called {
-        Ok(Ok(output)) => (Some(pinned), Ok(output)),
-        Ok(Err(message)) => (Some(pinned), Err(InvokeError::Guest(message))),
-        Err(e) => {
+    // A full disk met by a state call fails the call, whatever the guest
+    // made of the error: storage has stopped.
+    let full = pinned.store.data_mut().state.take_disk_full();
+    match (called, full) {
+        (Err(e), full) => {
             let e = errors.classify(&pinned.store, e);
             let background = pinned.store.data().clock.placement.in_background();
             release(pinned, background, &teardown);
-            (None, Err(e))
+            (None, Err(full.map_or(e, InvokeError::State)))
         }
+        (Ok(_), Some(full)) => (Some(pinned), Err(InvokeError::State(full))),
+        (Ok(Ok(output)), None) => (Some(pinned), Ok(output)),
+        (Ok(Err(message)), None) => (Some(pinned), Err(InvokeError::Guest(message))),
     }
 }
 

@@ -13,7 +13,7 @@ use crate::node::{Node, new_session_id};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use bytes::Bytes;
-use edge_host_api::Commit;
+use edge_host_api::{Commit, StoreError};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -133,6 +133,9 @@ pub(super) struct RunState {
     pub(super) finals: BTreeMap<String, Final>,
     pub(super) done: BTreeMap<usize, (String, u64, u64)>,
     pub(super) failed: Option<WorkflowError>,
+    /// The session keys the states were read from, with the version seen
+    /// (`None`: absent): the write-back applies only if none changed.
+    pub(super) session_reads: Vec<(String, Option<u64>)>,
 }
 
 #[derive(Debug, Clone)]
@@ -159,7 +162,7 @@ impl Node {
     /// Checks a spec against this node and its peers without running it.
     pub async fn wf_validate(&self, json: &[u8]) -> Result<Plan, WorkflowError> {
         // (placement errors below are spec errors or unreachable nodes)
-        let plan = Plan::parse(json)?;
+        let plan = parse_off_workers(json).await?;
         self.wf_place(&plan).await?;
         Ok(plan)
     }
@@ -253,7 +256,7 @@ impl Node {
     /// Runs a workflow to the end and answers with its result.
     #[tracing::instrument(skip(self, json))]
     pub async fn wf_run(self: &Arc<Self>, json: &[u8]) -> Result<WorkflowResult, WorkflowError> {
-        let plan = Plan::parse(json)?;
+        let plan = parse_off_workers(json).await?;
         let nodes = self.wf_place(&plan).await?;
         let deadline = plan
             .spec
@@ -275,7 +278,7 @@ impl Node {
             expires: Instant::now() + deadline + LINGER + Duration::from_secs(60),
         });
         lock(&self.workflows.runs).insert(ctx.exec.clone(), run.clone());
-        let initial = self.wf_initial_states(&ctx).await?;
+        let initial = self.wf_initial_states(&run).await?;
         let outcome = tokio::time::timeout(deadline, async {
             match ctx.plan.spec.model {
                 Model::PureFaas => self.wf_pure_faas(&run, initial).await,
@@ -345,9 +348,9 @@ impl Node {
     /// The states' values before the execution: from the session, if any.
     async fn wf_initial_states(
         &self,
-        ctx: &ExecCtx,
+        run: &Run,
     ) -> Result<BTreeMap<String, Option<Bytes>>, WorkflowError> {
-        let spec = &ctx.plan.spec;
+        let spec = &run.ctx.plan.spec;
         let mut out: BTreeMap<String, Option<Bytes>> = spec
             .states
             .keys()
@@ -367,17 +370,26 @@ impl Node {
             .sessions
             .get(id)
             .map_err(|e| WorkflowError::Session(e.to_string()))?;
-        let inner = session.gate.read().await;
+        let inner = session
+            .read_by(self.sessions.deadline())
+            .await
+            .map_err(|e| WorkflowError::Session(e.to_string()))?;
+        if let Some(url) = &inner.record.moved_to {
+            return Err(WorkflowError::Session(format!("session moved to {url}")));
+        }
         let store = self.sessions.store_for(inner.record.mode);
+        let mut reads = Vec::with_capacity(out.len());
         for (s, value) in out.iter_mut() {
-            if let Some(v) = store
+            let found = store
                 .get(id, s)
                 .await
-                .map_err(|e| WorkflowError::Session(e.to_string()))?
-            {
+                .map_err(|e| WorkflowError::Session(e.to_string()))?;
+            reads.push((s.clone(), found.as_ref().map(|v| v.version)));
+            if let Some(v) = found {
                 *value = Some(Bytes::from(v.value));
             }
         }
+        lock(&run.state).session_reads = reads;
         Ok(out)
     }
 
@@ -574,7 +586,8 @@ impl Node {
             }
         }
         if let Some(id) = &plan.spec.session {
-            self.wf_write_session(id, &values).await?;
+            let reads = std::mem::take(&mut lock(&run.state).session_reads);
+            self.wf_write_session(id, reads, &values).await?;
         }
         let mut traffic = TrafficView::default();
         let mut nodes: Vec<&String> = ctx
@@ -636,27 +649,53 @@ impl Node {
     async fn wf_write_session(
         &self,
         id: &str,
+        reads: Vec<(String, Option<u64>)>,
         values: &BTreeMap<String, Option<Bytes>>,
     ) -> Result<(), WorkflowError> {
         let session = self
             .sessions
             .get(id)
             .map_err(|e| WorkflowError::Session(e.to_string()))?;
-        let inner = session.gate.write().await;
+        let inner = session
+            .write_by(self.sessions.deadline())
+            .await
+            .map_err(|e| WorkflowError::Session(e.to_string()))?;
+        // A session that migrated meanwhile is written where it lives now,
+        // never into a copy this node no longer owns.
+        if let Some(url) = &inner.record.moved_to {
+            return Err(WorkflowError::Session(format!(
+                "session moved to {url} during the workflow; its states were not written back"
+            )));
+        }
         let store = self.sessions.store_for(inner.record.mode);
+        // Compare-and-swap against what the execution started from: a call
+        // that changed one of these keys meanwhile is never overwritten.
         let commit = Commit {
-            reads: Vec::new(),
+            reads,
             writes: values
                 .iter()
                 .map(|(k, v)| (k.clone(), v.as_ref().map(|b| b.to_vec())))
                 .collect(),
         };
-        store
-            .commit(id, &commit)
-            .await
-            .map_err(|e| WorkflowError::Session(e.to_string()))?;
+        store.commit(id, &commit).await.map_err(|e| match e {
+            StoreError::Conflict { key } => WorkflowError::Session(format!(
+                "state {key:?} of session {id} changed during the workflow; \
+                 its final states were not written back"
+            )),
+            e => WorkflowError::Session(e.to_string()),
+        })?;
         Ok(())
     }
+}
+
+/// Parses and validates a spec on the blocking pool: a large one takes
+/// milliseconds that the async workers owe to other requests.
+async fn parse_off_workers(json: &[u8]) -> Result<Plan, WorkflowError> {
+    let json = json.to_vec();
+    tokio::task::spawn_blocking(move || Plan::parse(&json))
+        .await
+        .map_err(|e| WorkflowError::Session(format!("validating the spec: {e}")))?
+        .map_err(WorkflowError::from)
 }
 
 fn view(v: Option<&Bytes>) -> StateView {

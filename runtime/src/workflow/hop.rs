@@ -545,12 +545,23 @@ impl Node {
     ) -> Result<Vec<u8>, crate::InvokeError> {
         let f = self.registry.get(function)?;
         let deadline = Instant::now() + budget.min(self.config.invoke_deadline);
-        let session = format!("wf-{}", &label[..label.len().min(100)]);
+        let session = task_session(label);
         let (output, _) = self
             .run_remote_on(&f, &session, &inputs.into(), deadline, store)
             .await?;
         Ok(output)
     }
+}
+
+/// The session a workflow task runs in, from its label (which may come
+/// from a peer): only the characters that can name a session, at most 100.
+fn task_session(label: &str) -> String {
+    let label: String = label
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        .take(100)
+        .collect();
+    format!("wf-{label}")
 }
 
 /// The inputs a task is called with: the client's input (sources), its own
@@ -616,4 +627,18 @@ fn chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn any_label_gives_a_valid_session() {
+        for label in ["exec-1/t", &"é".repeat(80), &"x".repeat(500), "", "a\0b"] {
+            let s = task_session(label);
+            assert!(edge_host_api::valid_session_id(&s), "{label:?} gave {s:?}");
+        }
+        assert_eq!(task_session("e1.t-2"), "wf-e1.t-2");
+    }
 }

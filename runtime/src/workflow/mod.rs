@@ -45,7 +45,11 @@ pub struct ExecCtx {
 impl ExecCtx {
     /// Time left until the deadline.
     pub fn remaining(&self) -> Duration {
-        Duration::from_millis(self.deadline_unix_ms.saturating_sub(unix_ms()))
+        // A peer's message may carry any number: never more than the
+        // longest deadline a spec may ask for, so `now + remaining` cannot
+        // overflow.
+        let ms = self.deadline_unix_ms.saturating_sub(unix_ms());
+        Duration::from_millis(ms.min(spec::MAX_DEADLINE_MS))
     }
 }
 

@@ -76,6 +76,13 @@ pub struct WorkflowSpec {
     pub deadline_ms: Option<u64>,
 }
 
+/// Most tasks a workflow may have.
+pub const MAX_TASKS: usize = 4096;
+/// Most data edges plus state uses a workflow may have.
+pub const MAX_LINKS: usize = 65_536;
+/// Longest deadline a workflow may ask for, milliseconds (one hour).
+pub const MAX_DEADLINE_MS: u64 = 3_600_000;
+
 /// Why a spec was rejected.
 #[derive(Debug, Clone, thiserror::Error, PartialEq)]
 pub enum SpecError {
@@ -85,6 +92,12 @@ pub enum SpecError {
     /// No tasks.
     #[error("a workflow needs at least one task")]
     Empty,
+    /// More tasks, edges or state uses than a node takes.
+    #[error("workflow too large: {0}")]
+    TooLarge(String),
+    /// A deadline of zero or past the longest allowed.
+    #[error("deadline_ms must be 1 to {MAX_DEADLINE_MS} ms, got {0}")]
+    InvalidDeadline(u64),
     /// Two tasks share an id.
     #[error("duplicate task id {0:?}")]
     DuplicateTask(String),
@@ -176,6 +189,23 @@ impl Plan {
         if spec.tasks.is_empty() {
             return Err(SpecError::Empty);
         }
+        if spec.tasks.len() > MAX_TASKS {
+            return Err(SpecError::TooLarge(format!(
+                "{} tasks (at most {MAX_TASKS})",
+                spec.tasks.len()
+            )));
+        }
+        let links = spec.edges.len() + spec.states.values().map(Vec::len).sum::<usize>();
+        if links > MAX_LINKS {
+            return Err(SpecError::TooLarge(format!(
+                "{links} edges and state uses (at most {MAX_LINKS})"
+            )));
+        }
+        if let Some(ms) = spec.deadline_ms
+            && !(1..=MAX_DEADLINE_MS).contains(&ms)
+        {
+            return Err(SpecError::InvalidDeadline(ms));
+        }
         let mut index = HashMap::new();
         for (i, t) in spec.tasks.iter().enumerate() {
             if !valid_task_id(&t.id) {
@@ -197,10 +227,12 @@ impl Plan {
         };
         let mut preds = vec![Vec::new(); n];
         let mut succs = vec![Vec::new(); n];
+        // Duplicates are dropped through a set: linear in the spec's size.
+        let mut edges = HashSet::new();
         for (from, to) in &spec.edges {
             let f = find(from, format!("edge {from} -> {to}"))?;
             let t = find(to, format!("edge {from} -> {to}"))?;
-            if !succs[f].contains(&t) {
+            if edges.insert((f, t)) {
                 succs[f].push(t);
                 preds[t].push(f);
             }
@@ -308,8 +340,13 @@ fn topological(
     extra: &[(usize, usize)],
 ) -> Result<Vec<usize>, Vec<usize>> {
     let mut adj: Vec<Vec<usize>> = succs.to_vec();
+    let mut seen: HashSet<(usize, usize)> = succs
+        .iter()
+        .enumerate()
+        .flat_map(|(a, outs)| outs.iter().map(move |&b| (a, b)))
+        .collect();
     for &(a, b) in extra {
-        if !adj[a].contains(&b) {
+        if seen.insert((a, b)) {
             adj[a].push(b);
         }
     }

@@ -53,6 +53,26 @@ impl TestNode {
         .await
     }
 
+    /// Starts one node per dir, each on a free loopback port and each told
+    /// of all the others as peers (`n0`, `n1`, …), so sessions may migrate
+    /// between any two of them.
+    pub async fn start_cluster(dirs: &[&Path], extra: &[&str]) -> Vec<TestNode> {
+        let addrs: Vec<String> = dirs.iter().map(|_| free_addr()).collect();
+        let mut nodes = Vec::new();
+        for (i, dir) in dirs.iter().enumerate() {
+            let mut args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+            for (j, addr) in addrs.iter().enumerate() {
+                if j != i {
+                    args.push("--peer".into());
+                    args.push(format!("n{j}=http://{addr}"));
+                }
+            }
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            nodes.push(TestNode::start_at(dir, &addrs[i], &args).await);
+        }
+        nodes
+    }
+
     async fn spawn(mut command: Command, data_dir: &Path, extra: &[&str]) -> TestNode {
         let listen_given = extra.contains(&"--listen");
         let default_listen: &[&str] = if listen_given {
@@ -115,6 +135,16 @@ impl TestNode {
             .await
             .expect("the node did not exit in time")
             .unwrap()
+    }
+
+    /// Sends SIGTERM and waits (at most `limit`) for the node to exit.
+    pub async fn terminate(self, limit: Duration) -> std::process::ExitStatus {
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        self.wait_exit(limit).await
     }
 
     /// The node's process id.
@@ -382,6 +412,12 @@ pub fn header(r: &reqwest::Response, name: &str) -> String {
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_owned()
+}
+
+/// A loopback address with a port that was free a moment ago.
+pub fn free_addr() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().to_string()
 }
 
 /// A small deterministic generator (xorshift64), so failures reproduce.

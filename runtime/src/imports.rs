@@ -1,0 +1,62 @@
+//! What a component imports, checked against what this node provides before
+//! anything is compiled: a component that needs `wasi:http` is refused in
+//! milliseconds, not after a compile of minutes (the linker still has the
+//! last word after compiling).
+
+/// Packages whose interfaces this node provides: WASI 0.2 (without HTTP)
+/// and the native `edge:function` world.
+const PROVIDED: &[&str] = &[
+    "wasi:io",
+    "wasi:clocks",
+    "wasi:random",
+    "wasi:filesystem",
+    "wasi:sockets",
+    "wasi:cli",
+    "edge:function",
+];
+
+/// The top-level imports of component `bytes` this node cannot provide (by
+/// package), or the parse error. Imports of nested components and modules
+/// are satisfied inside the component and are not looked at.
+pub fn unprovided_imports(bytes: &[u8]) -> Result<Vec<String>, String> {
+    let mut depth = 0usize;
+    let mut missing = Vec::new();
+    for payload in wasmparser::Parser::new(0).parse_all(bytes) {
+        match payload.map_err(|e| e.to_string())? {
+            wasmparser::Payload::ModuleSection { .. }
+            | wasmparser::Payload::ComponentSection { .. } => depth += 1,
+            wasmparser::Payload::End(_) => depth = depth.saturating_sub(1),
+            wasmparser::Payload::ComponentImportSection(reader) if depth == 0 => {
+                for import in reader {
+                    let name = import.map_err(|e| e.to_string())?.name.name;
+                    if !provided(name) {
+                        missing.push(name.to_owned());
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(missing)
+}
+
+/// True when `name` (`ns:pkg/iface@version`) is in a package this node
+/// provides.
+fn provided(name: &str) -> bool {
+    let package = name.split(['/', '@']).next().unwrap_or(name);
+    PROVIDED.contains(&package)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn packages_are_matched_whole() {
+        assert!(provided("wasi:io/streams@0.2.3"));
+        assert!(provided("edge:function/state@0.1.0"));
+        assert!(!provided("wasi:http/types@0.2.0"));
+        assert!(!provided("wasi:iox/streams@0.2.0"));
+        assert!(!provided("env"));
+    }
+}
