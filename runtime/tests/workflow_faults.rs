@@ -113,3 +113,85 @@ async fn the_middle_node_killed_during_runs_fails_runs_cleanly_and_commits_once(
     assert!(ok > 0 && failed > 0, "the campaign needs both outcomes");
     assert_eq!(count, 2 * ok, "a state commit was lost or applied twice");
 }
+
+fn signal(node: &TestNode, sig: &str) {
+    let status = std::process::Command::new("kill")
+        .args([sig, &node.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[tokio::test]
+async fn a_hung_peer_delays_no_run_that_skips_it_and_is_named_by_runs_that_need_it() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let b = TestNode::start(dirs[1].path(), &[]).await;
+    let c = TestNode::start(dirs[2].path(), &[]).await;
+    let (pb, pc) = (format!("b={}", b.url), format!("c={}", c.url));
+    let a = TestNode::start(dirs[0].path(), &["--peer", &pb, "--peer", &pc]).await;
+    for n in [&a, &b, &c] {
+        n.deploy("stage", guests::STAGE).await;
+    }
+    let run = |spec: serde_json::Value| {
+        let a = &a;
+        async move {
+            let started = Instant::now();
+            let r = a
+                .http
+                .post(a.at("/v1/workflows"))
+                .json(&spec)
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            let body: serde_json::Value = r.json().await.unwrap();
+            (status, body, started.elapsed())
+        }
+    };
+    let fan_out = |sleep_ms: u32| {
+        json!({
+            "tasks": [
+                { "id": "t1", "function": "stage", "node": "self", "args": format!("sleep={sleep_ms}") },
+                { "id": "t2", "function": "stage", "node": "b" },
+                { "id": "t3", "function": "stage", "node": "c" },
+            ],
+            "edges": [["t1", "t2"], ["t1", "t3"]],
+            "model": "state-prop",
+            "deadline_ms": DEADLINE_MS,
+        })
+    };
+    signal(&c, "-STOP");
+    // A run on a and b only never waits for c.
+    for model in MODELS {
+        let spec = json!({
+            "tasks": [
+                { "id": "t1", "function": "stage", "node": "self" },
+                { "id": "t2", "function": "stage", "node": "b" },
+            ],
+            "edges": [["t1", "t2"]],
+            "model": model,
+            "deadline_ms": DEADLINE_MS,
+        });
+        let (status, body, took) = run(spec).await;
+        assert_eq!(status, 200, "{model}: {body}");
+        assert!(took < Duration::from_millis(1500), "{model} took {took:?}");
+    }
+    // A run that needs c fails by its deadline, naming c.
+    let (status, body, took) = run(fan_out(0)).await;
+    assert!(status == 502 || status == 504, "{status} {body}");
+    assert!(body["error"].as_str().unwrap().contains(&c.url), "{body}");
+    assert!(took < Duration::from_millis(DEADLINE_MS + 1500), "{took:?}");
+    // c hangs after the placement: the run fails by its deadline naming c,
+    // not the node whose delivery to it hung.
+    signal(&c, "-CONT");
+    let hang = async {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        signal(&c, "-STOP");
+    };
+    let ((status, body, took), ()) = tokio::join!(run(fan_out(400)), hang);
+    assert!(status == 502 || status == 504, "{status} {body}");
+    assert!(body["error"].as_str().unwrap().contains(&c.url), "{body}");
+    assert!(took < Duration::from_millis(DEADLINE_MS + 1500), "{took:?}");
+    signal(&c, "-CONT");
+    assert!(a.healthy().await && c.healthy().await);
+}

@@ -25,6 +25,8 @@ pub(super) type StateValues = Vec<(String, Option<Bytes>)>;
 
 /// Default deadline of an execution.
 const DEFAULT_DEADLINE: Duration = Duration::from_secs(30);
+/// Longest wait for a peer's function list while placing tasks.
+const PLACEMENT_LOOKUP: Duration = Duration::from_secs(3);
 
 /// Why an execution failed.
 #[derive(Debug, thiserror::Error)]
@@ -163,37 +165,62 @@ impl Node {
     pub async fn wf_validate(&self, json: &[u8]) -> Result<Plan, WorkflowError> {
         // (placement errors below are spec errors or unreachable nodes)
         let plan = parse_off_workers(json).await?;
-        self.wf_place(&plan).await?;
+        self.wf_place(&plan, PLACEMENT_LOOKUP).await?;
         Ok(plan)
     }
 
     /// Resolves every task to a node: its pin, else this node if it hosts
     /// the function, else the first peer (by name) that does.
-    async fn wf_place(&self, plan: &Plan) -> Result<Vec<String>, WorkflowError> {
+    ///
+    /// Only the peers the plan may need are asked (those tasks are pinned
+    /// to, and all of them only for a function this node lacks), all at
+    /// once, each for at most [`PLACEMENT_LOOKUP`] and never past `budget`.
+    async fn wf_place(&self, plan: &Plan, budget: Duration) -> Result<Vec<String>, WorkflowError> {
         let peers = &self.workflows.peers;
+        let needs_any = plan
+            .spec
+            .tasks
+            .iter()
+            .any(|t| t.node.is_none() && self.registry.get(&t.function).is_err());
+        let wait = budget.min(PLACEMENT_LOOKUP);
+        let lookups = peers
+            .iter()
+            .filter(|(name, _)| {
+                needs_any
+                    || plan
+                        .spec
+                        .tasks
+                        .iter()
+                        .any(|t| t.node.as_deref() == Some(name))
+            })
+            .map(|(name, url)| async move {
+                let listed = async {
+                    let r = self
+                        .peer
+                        .http()
+                        .get(format!("{url}/v1/functions"))
+                        .timeout(wait)
+                        .send()
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    r.json::<Vec<crate::registry::FunctionInfo>>()
+                        .await
+                        .map_err(|e| e.to_string())
+                };
+                let listed = tokio::time::timeout(wait, listed)
+                    .await
+                    .unwrap_or_else(|_| Err(format!("no answer within {wait:?}")));
+                (name.clone(), listed)
+            });
         let mut hosted: HashMap<String, Vec<String>> = HashMap::new();
         let mut unreachable: HashMap<String, String> = HashMap::new();
-        for (name, url) in peers {
-            let listed = async {
-                let r = self
-                    .peer
-                    .http()
-                    .get(format!("{url}/v1/functions"))
-                    .timeout(Duration::from_secs(3))
-                    .send()
-                    .await
-                    .map_err(|e| e.to_string())?;
-                r.json::<Vec<crate::registry::FunctionInfo>>()
-                    .await
-                    .map_err(|e| e.to_string())
-            }
-            .await;
+        for (name, listed) in futures_util::future::join_all(lookups).await {
             match listed {
                 Ok(l) => {
-                    hosted.insert(name.clone(), l.into_iter().map(|f| f.name).collect());
+                    hosted.insert(name, l.into_iter().map(|f| f.name).collect());
                 }
                 Err(e) => {
-                    unreachable.insert(name.clone(), e);
+                    unreachable.insert(name, e);
                 }
             }
         }
@@ -257,12 +284,12 @@ impl Node {
     #[tracing::instrument(skip(self, json))]
     pub async fn wf_run(self: &Arc<Self>, json: &[u8]) -> Result<WorkflowResult, WorkflowError> {
         let plan = parse_off_workers(json).await?;
-        let nodes = self.wf_place(&plan).await?;
         let deadline = plan
             .spec
             .deadline_ms
             .map(Duration::from_millis)
             .unwrap_or(DEFAULT_DEADLINE);
+        let nodes = self.wf_place(&plan, deadline).await?;
         let ctx = ExecCtx {
             exec: new_session_id(),
             entry: self.workflows.me.clone(),
@@ -302,7 +329,11 @@ impl Node {
             }
         };
         if let Some(e) = failure {
-            self.wf_abort(&ctx).await;
+            // This node forgets the execution at once; the others are told
+            // in the background, so a hung one does not delay the answer.
+            self.workflows.forget(&ctx.exec);
+            let (node, ctx) = (self.clone(), ctx.clone());
+            tokio::spawn(async move { node.wf_abort(&ctx).await });
             return Err(e);
         }
         self.wf_finish(&run, started).await
@@ -332,16 +363,16 @@ impl Node {
         let mut nodes: Vec<&String> = ctx.nodes.iter().collect();
         nodes.sort();
         nodes.dedup();
-        for n in nodes {
-            if *n == self.workflows.me {
-                self.workflows.forget(&ctx.exec);
-                continue;
-            }
-            let url = format!("{n}/v1/wf/{}", ctx.exec);
-            let _ =
+        self.workflows.forget(&ctx.exec);
+        // All at once, each bounded: a hung node delays no other's abort.
+        let aborts = nodes
+            .into_iter()
+            .filter(|n| **n != self.workflows.me)
+            .map(|n| {
+                let url = format!("{n}/v1/wf/{}", ctx.exec);
                 tokio::time::timeout(Duration::from_secs(2), self.peer.http().delete(url).send())
-                    .await;
-        }
+            });
+        futures_util::future::join_all(aborts).await;
         lock(&self.workflows.runs).remove(&ctx.exec);
     }
 

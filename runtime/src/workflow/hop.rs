@@ -101,11 +101,15 @@ impl Node {
     ) -> Result<Bytes, String> {
         cost.wire = body.len() as u64 + request_head_bytes(url, body.len());
         self.workflows.traffic.count(exec, &cost);
+        // Bounded by the execution's deadline (plus a moment, so that the
+        // entry node's own deadline, which names the stuck task, fires
+        // first): past it the run has failed anyway, and a hung peer must
+        // not hold this node's send longer.
         let send = || {
             self.peer
                 .http()
                 .post(url)
-                .timeout(remaining.max(Duration::from_secs(30)))
+                .timeout(remaining + SEND_GRACE)
                 .header(http::header::CONTENT_TYPE, "application/octet-stream")
                 .body(body.clone())
                 .send()
@@ -224,7 +228,7 @@ impl Node {
             inputs,
             states,
         } = env.header.clone();
-        if task >= ctx.plan.len() {
+        if task >= ctx.plan.len() || self.workflows.is_aborted(&ctx.exec) {
             return;
         }
         let key = (ctx.exec.clone(), task);
@@ -315,6 +319,10 @@ impl Node {
                 (s.to_string(), v)
             })
             .collect();
+        // Aborted while it waited for its states: it never runs.
+        if self.workflows.is_aborted(&ctx.exec) {
+            return;
+        }
         let started_ms = unix_ms();
         let t0 = Instant::now();
         let store = Arc::new(EmbeddedStore::new(visible));
@@ -427,19 +435,6 @@ impl Node {
                 blob: report_blobs.len() - 1,
             });
         }
-        for (t, out) in outgoing {
-            if let Err(e) = self.wf_send(&ctx, t, out).await {
-                let node = ctx.nodes[t].clone();
-                return self
-                    .wf_fail(
-                        &ctx,
-                        Some(t),
-                        &node,
-                        format!("delivering to task {:?}: {e}", plan.id(t)),
-                    )
-                    .await;
-            }
-        }
         if !reports.is_empty() {
             self.wf_report(&ctx, reports, report_blobs).await;
         }
@@ -450,6 +445,28 @@ impl Node {
             duration_us,
         };
         self.wf_report(&ctx, vec![done], Vec::new()).await;
+        // Reported done first, then sent to every successor at once: one
+        // that hangs holds up none of the others, and a failure (or the
+        // run's deadline) names the node that did not take it, not this one.
+        let sends = outgoing.into_iter().map(|(t, out)| {
+            let node = self.clone();
+            let ctx = &ctx;
+            async move { (t, node.wf_send(ctx, t, out).await) }
+        });
+        let failed = futures_util::future::join_all(sends)
+            .await
+            .into_iter()
+            .find_map(|(t, r)| r.err().map(|e| (t, e)));
+        if let Some((t, e)) = failed {
+            let node = ctx.nodes[t].clone();
+            self.wf_fail(
+                &ctx,
+                Some(t),
+                &node,
+                format!("delivering to task {:?} on {node}: {e}", plan.id(t)),
+            )
+            .await;
+        }
     }
 
     /// Keeps a state on this node (StateLocal) and returns its version.
@@ -552,6 +569,9 @@ impl Node {
         Ok(output)
     }
 }
+
+/// How long past an execution's deadline a message may still take.
+const SEND_GRACE: Duration = Duration::from_millis(250);
 
 /// The session a workflow task runs in, from its label (which may come
 /// from a peer): only the characters that can name a session, at most 100.

@@ -118,6 +118,9 @@ pub struct Workflows {
     pending: Mutex<HashMap<(String, usize), Pending>>,
     owned: Mutex<HashMap<(String, String), Owned>>,
     runs: Mutex<HashMap<String, std::sync::Arc<entry::Run>>>,
+    /// Executions aborted here, until when they are remembered: a delivery
+    /// that arrives late for one of them never runs its task.
+    aborted: Mutex<HashMap<String, Instant>>,
     /// What this node sent, per execution.
     pub traffic: Traffic,
     /// Peers by name (`--peer NAME=URL`).
@@ -138,6 +141,7 @@ impl Workflows {
             pending: Mutex::new(HashMap::new()),
             owned: Mutex::new(HashMap::new()),
             runs: Mutex::new(HashMap::new()),
+            aborted: Mutex::new(HashMap::new()),
             traffic: Traffic::default(),
             peers,
             me,
@@ -149,10 +153,19 @@ impl Workflows {
         lock(&self.pending).values().filter(|p| !p.started).count()
     }
 
-    /// Drops what an execution left here (on abort, or past its deadline).
+    /// Drops what an aborted execution left here, and remembers it (as
+    /// long as any execution may last) so that none of its tasks runs here
+    /// afterwards.
     pub fn forget(&self, exec: &str) {
+        let until = Instant::now() + Duration::from_millis(spec::MAX_DEADLINE_MS) + LINGER;
+        lock(&self.aborted).insert(exec.to_owned(), until);
         lock(&self.pending).retain(|(e, _), _| e != exec);
         lock(&self.owned).retain(|(e, _), _| e != exec);
+    }
+
+    /// True when execution `exec` was aborted on this node.
+    pub fn is_aborted(&self, exec: &str) -> bool {
+        lock(&self.aborted).contains_key(exec)
     }
 
     /// Drops pending joins past their deadline and unclaimed states past
@@ -162,5 +175,6 @@ impl Workflows {
         lock(&self.pending).retain(|_, p| p.expires > now);
         lock(&self.owned).retain(|_, o| o.expires > now);
         lock(&self.runs).retain(|_, r| !r.expired(now));
+        lock(&self.aborted).retain(|_, until| *until > now);
     }
 }
