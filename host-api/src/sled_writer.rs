@@ -38,6 +38,11 @@ const QUEUED: u8 = 0;
 const STARTED: u8 = 1;
 const CANCELLED: u8 = 2;
 
+/// How long past its deadline a started write may take to be confirmed.
+const STALL_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long a write without a deadline may take to be confirmed.
+const UNCONFIRMED_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Jobs taken into one batch (one flush) at most.
 const MAX_BATCH: usize = 512;
 
@@ -137,7 +142,20 @@ impl SledWriter {
                 }
             }
         }
-        rx.await.map_err(|_| stopped())?
+        // A flush that never returns (a disk that stopped answering) must
+        // not hold the caller for ever either: past this bound the write is
+        // reported unconfirmed — neither acknowledged nor known to be lost.
+        let bound = deadline
+            .map_or(UNCONFIRMED_AFTER, |d| {
+                d.saturating_duration_since(std::time::Instant::now())
+            })
+            .saturating_add(STALL_GRACE);
+        match tokio::time::timeout(bound, rx).await {
+            Ok(answer) => answer.map_err(|_| stopped())?,
+            Err(_) => Err(StoreError::Backend(format!(
+                "the disk did not confirm the write within {bound:?}: it is not acknowledged"
+            ))),
+        }
     }
 
     /// Answers once everything written so far is on disk.

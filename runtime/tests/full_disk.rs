@@ -209,3 +209,109 @@ async fn a_full_disk_under_stateful_load_answers_507_never_422_and_sigterm_stops
     assert_eq!(node.invoke_ok("counter", Some("l0"), "").await, "1");
     node.stop().await;
 }
+
+/// Runs a node the way `Restart=on-failure` does: whenever it exits
+/// non-zero, start it again on the same address, until `stop`; returns the
+/// number of restarts.
+async fn supervise(
+    data: std::path::PathBuf,
+    listen: String,
+    stop: std::sync::Arc<tokio::sync::Notify>,
+) -> u64 {
+    let mut restarts = 0;
+    loop {
+        let node = TestNode::start_at(&data, &listen, &[]).await;
+        tokio::select! {
+            status = node.wait_exit(std::time::Duration::from_secs(600)) => {
+                assert!(!status.success(), "the node exits non-zero for a restart");
+                restarts += 1;
+            }
+            // The node is killed as its handle drops.
+            () = stop.notified() => return restarts,
+        }
+    }
+}
+
+#[tokio::test]
+async fn under_a_supervisor_each_full_disk_ends_in_a_restart_that_serves_again() {
+    let cycles = support::env_or("EDGE_DISK_CYCLES", 2);
+    let fs = Tmpfs::mount(48);
+    let data = fs.path().join("node");
+    let listen = support::free_addr();
+    let stop = std::sync::Arc::new(tokio::sync::Notify::new());
+    let supervisor = tokio::spawn(supervise(data.clone(), listen.clone(), stop.clone()));
+    let url = format!("http://{listen}");
+    let http = reqwest::Client::new();
+    let healthy = || async {
+        for _ in 0..600 {
+            if let Ok(r) = http.get(format!("{url}/healthz")).send().await
+                && r.status() == 200
+            {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("the node never came back");
+    };
+    healthy().await;
+    let deploy = http
+        .put(format!("{url}/v1/functions/kv"))
+        .body(std::fs::read(guests::KV).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deploy.status(), 201);
+    let call = |body: String| {
+        http.post(format!("{url}/v1/functions/kv/invoke"))
+            .header("edge-session", "sup")
+            .body(body)
+            .send()
+    };
+    let filler = fs.path().join("filler");
+    let mut acked = 0u64;
+    for cycle in 0..cycles {
+        healthy().await;
+        let mut full = false;
+        for i in 0..400u64 {
+            if i == 3 {
+                fill(&filler);
+            }
+            let r = call(format!("fill blob{i} 60000;set last {}", acked + 1)).await;
+            let Ok(r) = r else { break };
+            match r.status().as_u16() {
+                200 => acked += 1,
+                507 => {
+                    full = true;
+                    break;
+                }
+                s => panic!("cycle {cycle}: {s} {}", r.text().await.unwrap()),
+            }
+        }
+        assert!(full, "cycle {cycle}: the disk never filled");
+        // Space comes back; the node exits and the supervisor restarts it.
+        std::fs::remove_file(&filler).unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+        healthy().await;
+        let last = call("get last".into()).await.unwrap().text().await.unwrap();
+        assert_eq!(
+            last,
+            acked.to_string(),
+            "cycle {cycle}: every acknowledged write"
+        );
+        // Make room for the next cycle.
+        let clear = http
+            .delete(format!("{url}/v1/sessions/sup/state"))
+            .send()
+            .await
+            .unwrap();
+        assert!(clear.status().is_success());
+        let r = call(format!("set last {acked}")).await.unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    stop.notify_one();
+    let restarts = supervisor.await.unwrap();
+    println!(
+        "disk full: {cycles} cycles under a supervisor, {restarts} restarts, {acked} writes acknowledged"
+    );
+    assert_eq!(restarts, cycles);
+}

@@ -92,8 +92,12 @@ pub async fn serve(
             tracing::warn!("requests still running after the grace period; stopping anyway");
         }
     }
-    // Bounded: a database whose disk failed must not keep the process
-    // from exiting (its supervisor restarts it).
+    // Nothing to flush once storage stopped (every acknowledged write was
+    // flushed; sled can write nothing more); otherwise bounded, so a stuck
+    // disk cannot keep the process from exiting.
+    if node.storage().failed().is_some() {
+        return Ok(());
+    }
     match tokio::time::timeout(FINAL_FLUSH, node.flush()).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::error!(error = %e, "final flush failed"),
