@@ -193,7 +193,14 @@ fn run(db: &sled::Db, jobs: &mpsc::Receiver<Job>) {
         if done.is_empty() {
             continue;
         }
+        let started = std::time::Instant::now();
         let flushed = db.flush().map(|_| ()).map_err(StoreError::from);
+        tracing::trace!(
+            jobs = taken,
+            writes = done.len(),
+            flush_us = started.elapsed().as_micros() as u64,
+            "group commit"
+        );
         if let Err(e) = &flushed {
             tracing::error!(error = %e, "flushing the state failed; refusing writes from now on");
             failed = Some(e.clone());
