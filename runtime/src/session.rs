@@ -239,13 +239,24 @@ impl Sessions {
         metrics: Arc<Metrics>,
     ) -> Result<Arc<Self>, SessionError> {
         let records = writer.db().open_tree("sessions")?;
-        let mut local_sessions = 0;
+        // Every recorded session is loaded now, so that looking one up never
+        // reads sled on an async worker.
+        let mut recorded = Vec::new();
         for item in records.iter() {
-            let (_, raw) = item?;
-            if serde_json::from_slice::<Record>(&raw).is_ok_and(|r| r.mode == SessionMode::Local) {
-                local_sessions += 1;
-            }
+            let (id, raw) = item?;
+            let (Ok(id), Ok(record)) = (
+                String::from_utf8(id.to_vec()),
+                serde_json::from_slice::<Record>(&raw),
+            ) else {
+                tracing::warn!("skipping an unreadable session record");
+                continue;
+            };
+            recorded.push((id, record));
         }
+        let local_sessions = recorded
+            .iter()
+            .filter(|(_, r)| r.mode == SessionMode::Local && r.moved_to.is_none())
+            .count();
         metrics.local_sessions.set(local_sessions as i64);
         let remote_is_local = remote.is_none();
         let remote = remote.unwrap_or_else(|| local.clone() as Arc<dyn StateStore>);
@@ -263,6 +274,13 @@ impl Sessions {
             epoch: Instant::now(),
             metrics,
         });
+        {
+            let mut table = sessions.table.lock().unwrap_or_else(|p| p.into_inner());
+            for (id, record) in recorded {
+                let session = sessions.new_session(id.clone(), record);
+                table.insert(id, session);
+            }
+        }
         spawn_reaper(Arc::downgrade(&sessions), ttl);
         Ok(sessions)
     }
@@ -286,13 +304,9 @@ impl Sessions {
         if let Some(s) = table.get(id) {
             return Ok(s.clone());
         }
-        let record = match self.records.get(id)? {
-            Some(raw) => {
-                serde_json::from_slice(&raw).map_err(|e| SessionError::Storage(e.to_string()))?
-            }
-            None => Record::default(),
-        };
-        let session = self.new_session(id.to_owned(), record);
+        // Every recorded session was loaded at open and stays tabled while
+        // it has a record: one not in the table has none.
+        let session = self.new_session(id.to_owned(), Record::default());
         table.insert(id.to_owned(), session.clone());
         Ok(session)
     }
