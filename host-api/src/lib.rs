@@ -30,6 +30,8 @@
 //! # }
 //! ```
 
+#[cfg(any(test, feature = "testing"))]
+pub mod conformance;
 mod ctx;
 mod peer_store;
 mod redis_store;

@@ -253,67 +253,11 @@ impl SledStore {
 mod tests {
     use super::*;
 
-    fn store() -> (tempfile::TempDir, SledStore) {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sled_keeps_the_semantics_every_store_must() {
         let dir = tempfile::tempdir().unwrap();
         let db = sled::Config::new().path(dir.path()).open().unwrap();
-        (dir, SledStore::new(db).unwrap())
-    }
-
-    fn write(key: &str, value: &[u8]) -> Commit {
-        Commit {
-            reads: vec![],
-            writes: vec![(key.into(), Some(value.to_vec()))],
-        }
-    }
-
-    #[tokio::test]
-    async fn sessions_do_not_see_each_other() {
-        let (_d, s) = store();
-        s.commit("a", &write("k", b"1")).await.unwrap();
-        s.commit("ab", &write("k", b"2")).await.unwrap();
-        assert_eq!(s.get("a", "k").await.unwrap().unwrap().value, b"1");
-        assert_eq!(s.keys("a").await.unwrap().len(), 1);
-        assert!(s.get("a", "\0k").await.unwrap().is_none());
-        assert!(matches!(
-            s.get("a\0b", "k").await,
-            Err(StoreError::InvalidSession)
-        ));
-        assert_eq!(s.delete_session("a").await.unwrap(), 1);
-        assert_eq!(s.get("ab", "k").await.unwrap().unwrap().value, b"2");
-    }
-
-    #[tokio::test]
-    async fn stale_read_conflicts_and_changes_nothing() {
-        let (_d, s) = store();
-        s.commit("s", &write("k", b"1")).await.unwrap();
-        let v1 = s.get("s", "k").await.unwrap().unwrap().version;
-        s.commit("s", &write("k", b"2")).await.unwrap();
-        let stale = Commit {
-            reads: vec![("k".into(), Some(v1))],
-            writes: vec![
-                ("k".into(), Some(b"3".to_vec())),
-                ("other".into(), Some(b"x".to_vec())),
-            ],
-        };
-        assert!(matches!(
-            s.commit("s", &stale).await,
-            Err(StoreError::Conflict { .. })
-        ));
-        assert_eq!(s.get("s", "k").await.unwrap().unwrap().value, b"2");
-        assert!(s.get("s", "other").await.unwrap().is_none());
-    }
-
-    #[tokio::test]
-    async fn versions_never_repeat_after_delete() {
-        let (_d, s) = store();
-        s.commit("s", &write("k", b"1")).await.unwrap();
-        let v1 = s.get("s", "k").await.unwrap().unwrap().version;
-        let del = Commit {
-            reads: vec![],
-            writes: vec![("k".into(), None)],
-        };
-        s.commit("s", &del).await.unwrap();
-        s.commit("s", &write("k", b"1")).await.unwrap();
-        assert!(s.get("s", "k").await.unwrap().unwrap().version > v1);
+        let store = SledStore::new(db).unwrap();
+        crate::conformance::run_all(std::sync::Arc::new(store), "sled").await;
     }
 }

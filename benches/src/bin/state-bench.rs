@@ -82,7 +82,9 @@ fn main() -> Result<()> {
                 .header("content-type", "application/json")
                 .body(br#"{"mode":"local"}"#.to_vec())
                 .expect_ok(addr)?;
-            invoke(function).header("edge-session", &id).expect_ok(addr)?;
+            invoke(function)
+                .header("edge-session", &id)
+                .expect_ok(addr)?;
         }
     }
     let point = |function: &str, prefix: &str, secs: u64| -> Result<Sample> {
@@ -101,7 +103,9 @@ fn main() -> Result<()> {
     point("hello", "warm", 1)?;
     point("counter", "state", 1)?;
     let c = args.sessions;
-    println!("| run | hello warm pinned c={c} req/s | counter local c={c} req/s | counter p99 µs | ratio |");
+    println!(
+        "| run | hello warm pinned c={c} req/s | counter local c={c} req/s | counter p99 µs | ratio |"
+    );
     println!("|---:|---:|---:|---:|---:|");
     let mut ratios = Vec::new();
     for run in 1..=args.runs {

@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+#[allow(unused_imports)] // not every test crate calls a guest
 pub use edge_guest_artifacts as guests;
 
 pub mod bombs;
