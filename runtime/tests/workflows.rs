@@ -563,3 +563,41 @@ async fn repeated_deliveries_run_a_join_once() {
     let traffic = a.get_json("/v1/wf/dup-test/traffic").await;
     assert_eq!(traffic["args"], 6, "{traffic}");
 }
+
+#[tokio::test]
+async fn a_session_state_changed_during_a_run_is_never_overwritten() {
+    let d = dirs();
+    let (a, _b, _c) = cluster(&d, &[]).await;
+    for model in MODELS {
+        let session = format!("cas-{model}");
+        put_state(&a, &session, "S", b"start;".to_vec()).await;
+        let spec = json!({
+            "tasks": [{ "id": "t1", "function": "stage", "node": "self", "args": "name=t1,sleep=600" }],
+            "states": { "S": ["t1"] },
+            "model": model,
+            "session": session,
+        });
+        let client_write = async {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            put_state(&a, &session, "S", b"client;".to_vec()).await;
+        };
+        let ((status, body), ()) = tokio::join!(run(&a, &spec), client_write);
+        assert_eq!(status, 500, "{model}: {body}");
+        assert_eq!(body["kind"], "session", "{model}: {body}");
+        assert!(
+            body["error"]
+                .as_str()
+                .unwrap()
+                .contains("changed during the workflow")
+        );
+        assert_eq!(
+            get_state(&a, &session, "S").await,
+            "client;",
+            "{model}: the write stands"
+        );
+        // Without a concurrent write the run writes its states back.
+        let result = run_ok(&a, &spec).await;
+        assert_eq!(result["states"]["S"]["text"], "client;t1;", "{model}");
+        assert_eq!(get_state(&a, &session, "S").await, "client;t1;");
+    }
+}
