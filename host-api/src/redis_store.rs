@@ -59,9 +59,14 @@ impl From<redis::RedisError> for StoreError {
 
 impl RedisStore {
     /// Connects to `url` (`redis://host:port[/db]`); reconnects by itself later.
+    /// Every command is bounded (5 s to connect, 5 s for an answer): a hung
+    /// server fails calls with `unavailable`, it never holds them.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         let client = redis::Client::open(url)?;
-        let conn = ConnectionManager::new(client).await?;
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(std::time::Duration::from_secs(5))
+            .set_response_timeout(std::time::Duration::from_secs(5));
+        let conn = ConnectionManager::new_with_config(client, config).await?;
         Ok(Self {
             conn,
             commit: redis::Script::new(COMMIT_SCRIPT),
