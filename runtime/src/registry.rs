@@ -11,10 +11,13 @@
 //! Only artifacts this node wrote, and whose SHA-256 still matches the one
 //! recorded when it wrote them, are ever deserialized.
 
+mod check;
 use crate::EngineConfig;
 use crate::compile::{self, CompileConfig, WorkerError};
 use crate::engine::HostState;
 use crate::metrics::Metrics;
+use check::{check_imports, check_preamble, validate};
+pub use check::{precheck, valid_name};
 use edge_host_api::SledWriter;
 use edge_host_api::bindings::FunctionPre;
 use serde::{Deserialize, Serialize};
@@ -120,55 +123,32 @@ impl From<edge_host_api::StoreError> for RegistryError {
     }
 }
 
-/// True when `name` matches `[a-z0-9][a-z0-9._-]{0,63}` and has no `..`.
-pub fn valid_name(name: &str) -> bool {
-    let b = name.as_bytes();
-    !b.is_empty()
-        && !name.contains("..")
-        && b.len() <= 64
-        && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
-        && b[1..].iter().all(|c| {
-            c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'.' | b'_' | b'-')
-        })
-}
-
-/// The checks an upload gets inside the node before any compiler runs:
-/// the component preamble, then full validation (linear time; every
-/// feature allowed, so the compiler has the last word). The fuzz target
-/// `upload` drives this with arbitrary bytes.
-pub fn precheck(bytes: &[u8]) -> Result<(), RegistryError> {
-    check_preamble(bytes)?;
-    validate(bytes)
-}
-
-fn validate(bytes: &[u8]) -> Result<(), RegistryError> {
-    wasmparser::Validator::new_with_features(wasmparser::WasmFeatures::all())
-        .validate_all(bytes)
-        .map(|_| ())
-        .map_err(|e| RegistryError::Invalid(e.to_string()))
-}
-
-/// Classifies `bytes` by the WebAssembly preamble.
-fn check_preamble(bytes: &[u8]) -> Result<(), RegistryError> {
-    const MAGIC: &[u8; 4] = b"\0asm";
-    const COMPONENT: [u8; 4] = [0x0d, 0x00, 0x01, 0x00];
-    const CORE: [u8; 4] = [0x01, 0x00, 0x00, 0x00];
-    match bytes.get(..8) {
-        None if bytes.is_empty() => Err(RegistryError::NotAComponent("empty body")),
-        None => Err(RegistryError::NotAComponent(
-            "shorter than the 8-byte preamble",
-        )),
-        Some(p) if &p[..4] != MAGIC => Err(RegistryError::NotAComponent("no \\0asm magic")),
-        Some(p) if p[4..] == CORE => Err(RegistryError::NotAComponent(
-            "this is a core module; build a component (e.g. --target wasm32-wasip2)",
-        )),
-        Some(p) if p[4..] == COMPONENT => Ok(()),
-        Some(_) => Err(RegistryError::NotAComponent("unknown binary version")),
-    }
-}
-
 fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
+}
+
+/// Reads the artifact at `path`, checks it against its recorded SHA-256
+/// and deserializes it.
+fn deserialize_verified(
+    engine: &Engine,
+    path: &Path,
+    sha: &str,
+) -> Result<Component, RegistryError> {
+    let bytes = std::fs::read(path)?;
+    if sha256_hex(&bytes) != sha {
+        return Err(RegistryError::Storage(
+            "artifact does not match its recorded hash".into(),
+        ));
+    }
+    // SAFETY: `Component::deserialize` trusts its input to be wasmtime
+    // output. These bytes are an artifact this node's own compiler wrote
+    // (`Component::serialize` in `compile`, or `precompile_component` in
+    // its worker process, the same executable), written only to its own data
+    // dir, and their SHA-256 was just checked against the hash recorded
+    // when it was written. Client-sent bytes never reach this call.
+    #[allow(unsafe_code)]
+    let component = unsafe { Component::deserialize(engine, &bytes) };
+    component.map_err(|e| RegistryError::Invalid(format!("{e:#}")))
 }
 
 /// Writes `bytes` to `path` atomically and durably (temp file, fsync, rename).
@@ -291,7 +271,10 @@ impl Registry {
         let artifact_path = self.artifacts.join(&info.artifact);
         let expected = format!("{}-{}.cwasm", info.digest, self.engine_key);
         if info.artifact == expected {
-            match self.deserialize_verified(&artifact_path, &info.artifact_sha256) {
+            match self
+                .deserialize_verified(&artifact_path, &info.artifact_sha256)
+                .await
+            {
                 Ok(component) => {
                     self.metrics.artifact_loads.inc();
                     return self.link(info, &component).map_err(|e| (name, e));
@@ -320,22 +303,18 @@ impl Registry {
         result.await.map_err(|e| (name, e))
     }
 
-    fn deserialize_verified(&self, path: &Path, sha: &str) -> Result<Component, RegistryError> {
-        let bytes = std::fs::read(path)?;
-        if sha256_hex(&bytes) != sha {
-            return Err(RegistryError::Storage(
-                "artifact does not match its recorded hash".into(),
-            ));
-        }
-        // SAFETY: `Component::deserialize` trusts its input to be wasmtime
-        // output. These bytes are an artifact this node's own compiler wrote
-        // (`Component::serialize` in `compile`, or `precompile_component` in
-        // its worker process, the same executable), written only to its own data
-        // dir, and their SHA-256 was just checked against the hash recorded
-        // when it was written. Client-sent bytes never reach this call.
-        #[allow(unsafe_code)]
-        let component = unsafe { Component::deserialize(&self.engine, &bytes) };
-        component.map_err(|e| RegistryError::Invalid(format!("{e:#}")))
+    /// Reads, verifies and deserializes an artifact on the blocking pool:
+    /// a large one takes a while (reading, hashing, mapping), and an async
+    /// worker owes that time to other requests.
+    async fn deserialize_verified(
+        &self,
+        path: &Path,
+        sha: &str,
+    ) -> Result<Component, RegistryError> {
+        let (engine, path, sha) = (self.engine.clone(), path.to_owned(), sha.to_owned());
+        tokio::task::spawn_blocking(move || deserialize_verified(&engine, &path, &sha))
+            .await
+            .map_err(|e| RegistryError::Storage(format!("loading an artifact: {e}")))?
     }
 
     fn link(
@@ -412,7 +391,10 @@ impl Registry {
             Some(c) => c,
             // The worker's artifact, loaded through the same verified path
             // as every artifact on disk.
-            None => self.deserialize_verified(&artifact_path, &artifact_sha256)?,
+            None => {
+                self.deserialize_verified(&artifact_path, &artifact_sha256)
+                    .await?
+            }
         };
         Ok(Compiled {
             component,
@@ -451,16 +433,7 @@ impl Registry {
             return Err(RegistryError::InvalidName(name.to_owned()));
         }
         check_preamble(&bytes)?;
-        let bytes =
-            tokio::task::spawn_blocking(move || match crate::imports::unprovided_imports(&bytes) {
-                Err(e) => Err(RegistryError::Invalid(e)),
-                Ok(missing) if !missing.is_empty() => Err(RegistryError::Link(format!(
-                    "this node does not provide {} (it provides WASI 0.2 without HTTP, and \
-                     edge:function)",
-                    missing.join(", ")
-                ))),
-                Ok(_) => Ok(bytes),
-            })
+        let bytes = tokio::task::spawn_blocking(move || check_imports(&bytes).map(|()| bytes))
             .await
             .map_err(|e| RegistryError::Compile(e.to_string()))??;
         let size = bytes.len() as u64;

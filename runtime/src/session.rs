@@ -25,6 +25,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, RwLock};
 use wasmtime::Store;
 
+mod migrate;
+pub use migrate::MigrationReport;
+
 /// Where a session's state lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -491,94 +494,6 @@ impl Sessions {
         Ok(export(self.store_for(inner.record.mode).as_ref(), id).await?)
     }
 
-    /// Hands a local session to another node: `send` delivers its entries
-    /// there; then this node forgets the state and forwards later calls.
-    pub async fn migrate_out<F, Fut>(
-        &self,
-        session: &Session,
-        to: &str,
-        send: F,
-    ) -> Result<MigrationReport, SessionError>
-    where
-        F: FnOnce(Vec<(String, Versioned)>) -> Fut,
-        Fut: Future<Output = Result<(), SessionError>>,
-    {
-        let waited = Instant::now();
-        let deadline = self.deadline();
-        let mut inner = session.write_by(deadline).await?;
-        let started = Instant::now();
-        if let Some(url) = &inner.record.moved_to {
-            return Err(SessionError::Moved(url.clone()));
-        }
-        if inner.record.mode != SessionMode::Local {
-            return Err(SessionError::NotLocal);
-        }
-        let entries = self.local.export(&session.id).await?;
-        let keys = entries.len();
-        let wait = deadline.saturating_duration_since(Instant::now());
-        tokio::time::timeout(wait, send(entries))
-            .await
-            .map_err(|_| SessionError::Busy(wait))??;
-        inner.record = Record {
-            mode: SessionMode::Remote,
-            desired: SessionMode::Remote,
-            moved_to: Some(to.to_owned()),
-        };
-        self.save(&session.id, &inner.record).await?;
-        self.drop_pinned(&mut inner);
-        self.release_local();
-        if let Err(e) = self.local.delete_session(&session.id).await {
-            tracing::warn!(session = %session.id, error = %e, "could not clear migrated state");
-        }
-        Ok(MigrationReport {
-            keys,
-            blocked_us: started.elapsed().as_micros() as u64,
-            lock_wait_us: (started - waited).as_micros() as u64,
-        })
-    }
-
-    /// Takes in a session another node hands over: its entries (with their
-    /// versions) become this node's local state and the session local here.
-    pub async fn migrate_in(
-        &self,
-        id: &str,
-        entries: &[(String, Versioned)],
-    ) -> Result<ModeOutcome, SessionError> {
-        let session = self.get(id)?;
-        let mut inner = session.write_by(self.deadline()).await?;
-        let was_local = inner.record.mode == SessionMode::Local && inner.record.moved_to.is_none();
-        if !was_local && !self.admit_local() {
-            return Ok(ModeOutcome {
-                mode: SessionMode::Remote,
-                reason: Some("capacity"),
-                duration_us: 0,
-            });
-        }
-        let started = Instant::now();
-        let stored = async {
-            self.local.replace(id, entries).await?;
-            inner.record = Record {
-                mode: SessionMode::Local,
-                desired: SessionMode::Local,
-                moved_to: None,
-            };
-            self.save(id, &inner.record).await
-        }
-        .await;
-        if let Err(e) = stored {
-            if !was_local {
-                self.release_local();
-            }
-            return Err(e);
-        }
-        self.drop_pinned(&mut inner);
-        Ok(ModeOutcome {
-            mode: SessionMode::Local,
-            reason: None,
-            duration_us: started.elapsed().as_micros() as u64,
-        })
-    }
-
     /// Forgets a session: its instances, its state in both stores, its record.
     pub async fn delete(&self, id: &str) -> Result<usize, SessionError> {
         let session = self.get(id)?;
@@ -636,17 +551,6 @@ impl Sessions {
             }
         }
     }
-}
-
-/// What a migration cost.
-#[derive(Debug, Clone, Copy, Serialize)]
-pub struct MigrationReport {
-    /// Keys moved.
-    pub keys: usize,
-    /// How long calls to the session were held back, in microseconds.
-    pub blocked_us: u64,
-    /// How long the migration waited for calls in flight, in microseconds.
-    pub lock_wait_us: u64,
 }
 
 /// Every key of `id` in `store`, with value and version.

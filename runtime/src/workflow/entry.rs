@@ -6,6 +6,8 @@
 
 use super::hop::{Deliver, Report, Reports};
 use super::lock;
+use super::place::PLACEMENT_LOOKUP;
+use super::send::Message;
 use super::spec::{Model, Plan, SpecError};
 use super::wire::{Cost, Envelope, Kind};
 use super::{Carry, ExecCtx, LINGER, unix_ms};
@@ -13,9 +15,8 @@ use crate::node::{Node, new_session_id};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use bytes::Bytes;
-use edge_host_api::{Commit, StoreError};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
@@ -25,8 +26,6 @@ pub(super) type StateValues = Vec<(String, Option<Bytes>)>;
 
 /// Default deadline of an execution.
 const DEFAULT_DEADLINE: Duration = Duration::from_secs(30);
-/// Longest wait for a peer's function list while placing tasks.
-const PLACEMENT_LOOKUP: Duration = Duration::from_secs(3);
 
 /// Why an execution failed.
 #[derive(Debug, thiserror::Error)]
@@ -169,117 +168,6 @@ impl Node {
         Ok(plan)
     }
 
-    /// Resolves every task to a node: its pin, else this node if it hosts
-    /// the function, else the first peer (by name) that does.
-    ///
-    /// Only the peers the plan may need are asked (those tasks are pinned
-    /// to, and all of them only for a function this node lacks), all at
-    /// once, each for at most [`PLACEMENT_LOOKUP`] and never past `budget`.
-    async fn wf_place(&self, plan: &Plan, budget: Duration) -> Result<Vec<String>, WorkflowError> {
-        let peers = &self.workflows.peers;
-        let needs_any = plan
-            .spec
-            .tasks
-            .iter()
-            .any(|t| t.node.is_none() && self.registry.get(&t.function).is_err());
-        let wait = budget.min(PLACEMENT_LOOKUP);
-        let lookups = peers
-            .iter()
-            .filter(|(name, _)| {
-                needs_any
-                    || plan
-                        .spec
-                        .tasks
-                        .iter()
-                        .any(|t| t.node.as_deref() == Some(name))
-            })
-            .map(|(name, url)| async move {
-                let listed = async {
-                    let r = self
-                        .peer
-                        .http()
-                        .get(format!("{url}/v1/functions"))
-                        .timeout(wait)
-                        .send()
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    r.json::<Vec<crate::registry::FunctionInfo>>()
-                        .await
-                        .map_err(|e| e.to_string())
-                };
-                let listed = tokio::time::timeout(wait, listed)
-                    .await
-                    .unwrap_or_else(|_| Err(format!("no answer within {wait:?}")));
-                (name.clone(), listed)
-            });
-        let mut hosted: HashMap<String, Vec<String>> = HashMap::new();
-        let mut unreachable: HashMap<String, String> = HashMap::new();
-        for (name, listed) in futures_util::future::join_all(lookups).await {
-            match listed {
-                Ok(l) => {
-                    hosted.insert(name, l.into_iter().map(|f| f.name).collect());
-                }
-                Err(e) => {
-                    unreachable.insert(name, e);
-                }
-            }
-        }
-        for t in &plan.spec.tasks {
-            if let Some(e) = t.node.as_deref().and_then(|n| unreachable.get(n)) {
-                let url = peers
-                    .iter()
-                    .find(|(n, _)| Some(n.as_str()) == t.node.as_deref())
-                    .map(|(_, u)| u.clone());
-                return Err(WorkflowError::Task {
-                    task: t.id.clone(),
-                    node: url.unwrap_or_default(),
-                    error: format!("the node did not answer: {e}"),
-                });
-            }
-        }
-        let mut nodes = Vec::with_capacity(plan.len());
-        let mut unknown = Vec::new();
-        for t in &plan.spec.tasks {
-            let here = self.registry.get(&t.function).is_ok();
-            let url = match t.node.as_deref() {
-                Some("self") => Some(self.workflows.me.clone()),
-                Some(name) => match peers.iter().find(|(n, _)| n == name) {
-                    Some((n, url)) => {
-                        if !hosted.get(n).is_some_and(|fs| fs.contains(&t.function)) {
-                            unknown.push(format!("{} (on {n})", t.function));
-                        }
-                        Some(url.clone())
-                    }
-                    None => {
-                        return Err(SpecError::UnknownNode {
-                            task: t.id.clone(),
-                            node: name.to_owned(),
-                        }
-                        .into());
-                    }
-                },
-                None if here => Some(self.workflows.me.clone()),
-                None => peers
-                    .iter()
-                    .find(|(n, _)| hosted.get(n).is_some_and(|fs| fs.contains(&t.function)))
-                    .map(|(_, u)| u.clone()),
-            };
-            if t.node.as_deref() == Some("self") && !here {
-                unknown.push(format!("{} (on self)", t.function));
-            }
-            match url {
-                Some(u) => nodes.push(u),
-                None => unknown.push(t.function.clone()),
-            }
-        }
-        if !unknown.is_empty() {
-            unknown.sort();
-            unknown.dedup();
-            return Err(SpecError::UnknownFunctions(unknown).into());
-        }
-        Ok(nodes)
-    }
-
     /// Runs a workflow to the end and answers with its result.
     #[tracing::instrument(skip(self, json))]
     pub async fn wf_run(self: &Arc<Self>, json: &[u8]) -> Result<WorkflowResult, WorkflowError> {
@@ -374,54 +262,6 @@ impl Node {
             });
         futures_util::future::join_all(aborts).await;
         lock(&self.workflows.runs).remove(&ctx.exec);
-    }
-
-    /// The states' values before the execution: from the session, if any.
-    async fn wf_initial_states(
-        &self,
-        run: &Run,
-    ) -> Result<BTreeMap<String, Option<Bytes>>, WorkflowError> {
-        let spec = &run.ctx.plan.spec;
-        let mut out: BTreeMap<String, Option<Bytes>> = spec
-            .states
-            .keys()
-            .map(|s| {
-                (
-                    s.clone(),
-                    spec.initial
-                        .get(s)
-                        .map(|v| Bytes::from(v.clone().into_bytes())),
-                )
-            })
-            .collect();
-        let Some(id) = &spec.session else {
-            return Ok(out);
-        };
-        let session = self
-            .sessions
-            .get(id)
-            .map_err(|e| WorkflowError::Session(e.to_string()))?;
-        let inner = session
-            .read_by(self.sessions.deadline())
-            .await
-            .map_err(|e| WorkflowError::Session(e.to_string()))?;
-        if let Some(url) = &inner.record.moved_to {
-            return Err(WorkflowError::Session(format!("session moved to {url}")));
-        }
-        let store = self.sessions.store_for(inner.record.mode);
-        let mut reads = Vec::with_capacity(out.len());
-        for (s, value) in out.iter_mut() {
-            let found = store
-                .get(id, s)
-                .await
-                .map_err(|e| WorkflowError::Session(e.to_string()))?;
-            reads.push((s.clone(), found.as_ref().map(|v| v.version)));
-            if let Some(v) = found {
-                *value = Some(Bytes::from(v.value));
-            }
-        }
-        lock(&run.state).session_reads = reads;
-        Ok(out)
     }
 
     /// Records reports sent to this (entry) node.
@@ -551,7 +391,8 @@ impl Node {
                 .wf_post(
                     &ctx.exec,
                     ctx.remaining(),
-                    &format!("{target}/v1/wf/deliver"),
+                    &target,
+                    Message::Deliver,
                     body,
                     cost,
                 )
@@ -675,47 +516,6 @@ impl Node {
             traffic,
             duration_ms: started.elapsed().as_secs_f64() * 1e3,
         })
-    }
-
-    async fn wf_write_session(
-        &self,
-        id: &str,
-        reads: Vec<(String, Option<u64>)>,
-        values: &BTreeMap<String, Option<Bytes>>,
-    ) -> Result<(), WorkflowError> {
-        let session = self
-            .sessions
-            .get(id)
-            .map_err(|e| WorkflowError::Session(e.to_string()))?;
-        let inner = session
-            .write_by(self.sessions.deadline())
-            .await
-            .map_err(|e| WorkflowError::Session(e.to_string()))?;
-        // A session that migrated meanwhile is written where it lives now,
-        // never into a copy this node no longer owns.
-        if let Some(url) = &inner.record.moved_to {
-            return Err(WorkflowError::Session(format!(
-                "session moved to {url} during the workflow; its states were not written back"
-            )));
-        }
-        let store = self.sessions.store_for(inner.record.mode);
-        // Compare-and-swap against what the execution started from: a call
-        // that changed one of these keys meanwhile is never overwritten.
-        let commit = Commit {
-            reads,
-            writes: values
-                .iter()
-                .map(|(k, v)| (k.clone(), v.as_ref().map(|b| b.to_vec())))
-                .collect(),
-        };
-        store.commit(id, &commit).await.map_err(|e| match e {
-            StoreError::Conflict { key } => WorkflowError::Session(format!(
-                "state {key:?} of session {id} changed during the workflow; \
-                 its final states were not written back"
-            )),
-            e => WorkflowError::Session(e.to_string()),
-        })?;
-        Ok(())
     }
 }
 

@@ -79,145 +79,12 @@ pub struct Reports {
 }
 
 /// An outgoing message, grouped by destination task.
-struct Outgoing {
-    inputs: Vec<(Option<usize>, Bytes)>,
-    states: Vec<(String, Held)>,
+pub(super) struct Outgoing {
+    pub(super) inputs: Vec<(Option<usize>, Bytes)>,
+    pub(super) states: Vec<(String, Held)>,
 }
 
 impl Node {
-    /// Sends `body` to `url` (POST), counting its cost against `exec`; a
-    /// send to this node itself costs no wire bytes.
-    /// The request may take until the execution's deadline (`remaining`,
-    /// at least the client's usual 30 s): on a slow edge link a large
-    /// message can take longer than 30 s, and a fixed limit would fail a
-    /// run that still has time.
-    pub(crate) async fn wf_post(
-        &self,
-        exec: &str,
-        remaining: Duration,
-        url: &str,
-        body: Bytes,
-        mut cost: Cost,
-    ) -> Result<Bytes, String> {
-        cost.wire = body.len() as u64 + request_head_bytes(url, body.len());
-        self.workflows.traffic.count(exec, &cost);
-        // Bounded by the execution's deadline (plus a moment, so that the
-        // entry node's own deadline, which names the stuck task, fires
-        // first): past it the run has failed anyway, and a hung peer must
-        // not hold this node's send longer.
-        let send = || {
-            self.peer
-                .http()
-                .post(url)
-                .timeout(remaining + SEND_GRACE)
-                .header(http::header::CONTENT_TYPE, "application/octet-stream")
-                .body(body.clone())
-                .send()
-        };
-        let r = match send().await {
-            // A delivery is idempotent (a repeated one is ignored), so one
-            // that never got an answer — a connection the peer closed as
-            // it was reused, say — is sent once more.
-            Err(e) if url.ends_with("/v1/wf/deliver") && !e.is_timeout() => {
-                tracing::debug!(error = %chain(&e), url, "delivery failed; retrying once");
-                send().await
-            }
-            r => r,
-        }
-        .map_err(|e| chain(&e))?;
-        let status = r.status();
-        let bytes = r.bytes().await.map_err(|e| chain(&e))?;
-        if !status.is_success() {
-            return Err(format!("{status}: {}", String::from_utf8_lossy(&bytes)));
-        }
-        Ok(bytes)
-    }
-
-    /// Sends reports to the entry node (or records them, if this is it).
-    pub(crate) async fn wf_report(
-        self: &Arc<Self>,
-        ctx: &ExecCtx,
-        reports: Vec<Report>,
-        blobs: Vec<(Kind, Bytes)>,
-    ) {
-        let mut env = Envelope::new(Reports {
-            exec: ctx.exec.clone(),
-            reports,
-        });
-        env.blobs = blobs;
-        let Ok((body, cost)) = env.encode() else {
-            return;
-        };
-        if ctx.entry == self.workflows.me {
-            self.workflows.traffic.count(&ctx.exec, &cost);
-            self.wf_accept_reports(env);
-            return;
-        }
-        let url = format!("{}/v1/wf/report", ctx.entry);
-        if let Err(e) = self
-            .wf_post(&ctx.exec, ctx.remaining(), &url, body, cost)
-            .await
-        {
-            tracing::warn!(exec = %ctx.exec, entry = %ctx.entry, error = %e, "cannot report to the entry node");
-        }
-    }
-
-    async fn wf_fail(
-        self: &Arc<Self>,
-        ctx: &ExecCtx,
-        task: Option<usize>,
-        node: &str,
-        error: String,
-    ) {
-        tracing::warn!(exec = %ctx.exec, ?task, node, %error, "workflow step failed");
-        let report = Report::Failed {
-            task,
-            node: node.to_owned(),
-            error,
-        };
-        self.wf_report(ctx, vec![report], Vec::new()).await;
-    }
-
-    /// Sends a delivery to the node of `task` (in-process when it is this node).
-    async fn wf_send(
-        self: &Arc<Self>,
-        ctx: &ExecCtx,
-        task: usize,
-        out: Outgoing,
-    ) -> Result<(), String> {
-        let mut env = Envelope::new(Deliver {
-            ctx: ctx.clone(),
-            task,
-            inputs: Vec::new(),
-            states: Vec::new(),
-        });
-        for (from, data) in out.inputs {
-            let blob = env.push(Kind::Arg, data);
-            env.header.inputs.push((from, blob));
-        }
-        for (name, held) in out.states {
-            let carry = match held {
-                Held::Value(Some(v)) => Carry::Value {
-                    blob: env.push(Kind::State, v),
-                },
-                Held::Value(None) => Carry::Absent,
-                Held::Ref { owner, version } => Carry::Ref { owner, version },
-            };
-            env.header.states.push((name, carry));
-        }
-        let (body, cost) = env.encode().map_err(|e| e.to_string())?;
-        let target = &ctx.nodes[task];
-        if *target == self.workflows.me {
-            self.workflows.traffic.count(&ctx.exec, &cost);
-            self.clone().wf_deliver(env);
-            return Ok(());
-        }
-        let url = format!("{target}/v1/wf/deliver");
-        self.wf_post(&ctx.exec, ctx.remaining(), &url, body, cost)
-            .await
-            .map(|_| ())
-    }
-
     /// Takes a delivery: stores what it brings and runs the task once
     /// everything it needs is here (otherwise the call just returns: yield).
     /// A delivery repeated (same execution, task and source) changes nothing.
@@ -570,9 +437,6 @@ impl Node {
     }
 }
 
-/// How long past an execution's deadline a message may still take.
-const SEND_GRACE: Duration = Duration::from_millis(250);
-
 /// The session a workflow task runs in, from its label (which may come
 /// from a peer): only the characters that can name a session, at most 100.
 fn task_session(label: &str) -> String {
@@ -638,7 +502,7 @@ fn is_ready(p: &Pending, task: usize) -> bool {
 
 /// An error with its causes, `outer: inner: …` (reqwest's own message
 /// leaves out why a send failed).
-fn chain(e: &dyn std::error::Error) -> String {
+pub(super) fn chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {

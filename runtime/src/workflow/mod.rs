@@ -13,7 +13,10 @@
 mod embedded;
 mod entry;
 pub mod hop;
+mod place;
 mod pure;
+mod send;
+mod session_state;
 pub mod spec;
 pub mod wire;
 

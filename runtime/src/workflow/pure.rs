@@ -7,6 +7,7 @@ use super::embedded::EmbeddedStore;
 use super::entry::{Final, Run, StateValues, WorkflowError};
 use super::hop::task_inputs;
 use super::lock;
+use super::send::Message;
 use super::wire::{Cost, Envelope, Kind, response_head_bytes};
 use super::{Carry, ExecCtx, unix_ms};
 use crate::node::Node;
@@ -199,7 +200,8 @@ impl Node {
             self.wf_post(
                 &ctx.exec,
                 ctx.remaining(),
-                &format!("{target}/v1/wf/run"),
+                &target,
+                Message::Run,
                 body,
                 cost,
             )
