@@ -179,7 +179,7 @@ impl StateStore for SledStore {
     }
 
     async fn commit(&self, session: &str, commit: &Commit) -> Result<(), StoreError> {
-        self.commit_until(session, commit, None).await
+        self.commit_until(session, commit, None, None).await
     }
 
     async fn commit_by(
@@ -188,7 +188,8 @@ impl StateStore for SledStore {
         commit: &Commit,
         deadline: std::time::Instant,
     ) -> Result<(), StoreError> {
-        self.commit_until(session, commit, Some(deadline)).await
+        self.commit_until(session, commit, Some(deadline), None)
+            .await
     }
 
     async fn delete_session(&self, session: &str) -> Result<usize, StoreError> {
@@ -205,11 +206,27 @@ impl StateStore for SledStore {
 }
 
 impl SledStore {
+    /// Relaxed durability (opt-in per function): as
+    /// [`StateStore::commit_by`], but answered once applied, before it is
+    /// on disk; the writer flushes it within `interval`. A crash may lose
+    /// the commits of the last `interval`; a clean stop loses none.
+    pub async fn commit_relaxed(
+        &self,
+        session: &str,
+        commit: &Commit,
+        deadline: std::time::Instant,
+        interval: std::time::Duration,
+    ) -> Result<(), StoreError> {
+        self.commit_until(session, commit, Some(deadline), Some(interval))
+            .await
+    }
+
     async fn commit_until(
         &self,
         session: &str,
         commit: &Commit,
         deadline: Option<std::time::Instant>,
+        relaxed: Option<std::time::Duration>,
     ) -> Result<(), StoreError> {
         if commit.is_read_only() {
             return Ok(());
@@ -227,25 +244,27 @@ impl SledStore {
         let tree = self.tree.clone();
         // Checked and applied on the writer thread, the only one that
         // writes: nothing can change between the check and the batch.
-        self.writer
-            .write_until(deadline, move |db| {
-                for (full, key, seen) in reads {
-                    let now = tree.get(&full)?.as_deref().and_then(version_of);
-                    if now != seen {
-                        return Err(StoreError::Conflict { key });
-                    }
+        let apply = move |db: &sled::Db| {
+            for (full, key, seen) in reads {
+                let now = tree.get(&full)?.as_deref().and_then(version_of);
+                if now != seen {
+                    return Err(StoreError::Conflict { key });
                 }
-                let mut batch = sled::Batch::default();
-                for (full, value) in writes {
-                    match value {
-                        Some(bytes) => batch.insert(full, record(db, &bytes)?),
-                        None => batch.remove(full),
-                    }
+            }
+            let mut batch = sled::Batch::default();
+            for (full, value) in writes {
+                match value {
+                    Some(bytes) => batch.insert(full, record(db, &bytes)?),
+                    None => batch.remove(full),
                 }
-                tree.apply_batch(batch)?;
-                Ok(())
-            })
-            .await
+            }
+            tree.apply_batch(batch)?;
+            Ok(())
+        };
+        match relaxed {
+            None => self.writer.write_until(deadline, apply).await,
+            Some(interval) => self.writer.write_relaxed(deadline, interval, apply).await,
+        }
     }
 }
 

@@ -49,10 +49,19 @@ const MAX_BATCH: usize = 512;
 /// Answers a job once its batch is flushed (or failed to be).
 type Done = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
 
+/// What a job did.
+enum Outcome {
+    /// Nothing written (failed, refused, or its caller had gone).
+    Nothing,
+    /// Written; answer once the batch is flushed.
+    Durable(Done),
+    /// Written and already answered; flush within this interval.
+    Relaxed(std::time::Duration),
+}
+
 /// One queued write, given the database (or the sticky error that refuses
-/// every write). Returns `None` when it wrote nothing (failed, refused, or
-/// its caller had gone), else the answer to give once the batch is flushed.
-type Job = Box<dyn FnOnce(Result<&sled::Db, StoreError>) -> Option<Done> + Send>;
+/// every write).
+type Job = Box<dyn FnOnce(Result<&sled::Db, StoreError>) -> Outcome + Send>;
 
 /// The handle to the writer thread; cheap to clone. The thread stops (after
 /// a last flush) when every handle is gone.
@@ -107,6 +116,36 @@ impl SledWriter {
         T: Send + 'static,
         F: FnOnce(&sled::Db) -> Result<T, StoreError> + Send + 'static,
     {
+        self.submit(deadline, None, f).await
+    }
+
+    /// Relaxed durability: as [`SledWriter::write_until`], but answered as
+    /// soon as `f` applied its batch, before it is on disk; the writer
+    /// flushes it within `interval`. A crash may lose what was answered in
+    /// the last `interval` — only for callers that chose that.
+    pub async fn write_relaxed<T, F>(
+        &self,
+        deadline: Option<std::time::Instant>,
+        interval: std::time::Duration,
+        f: F,
+    ) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&sled::Db) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.submit(deadline, Some(interval), f).await
+    }
+
+    async fn submit<T, F>(
+        &self,
+        deadline: Option<std::time::Instant>,
+        relaxed: Option<std::time::Duration>,
+        f: F,
+    ) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&sled::Db) -> Result<T, StoreError> + Send + 'static,
+    {
         let (tx, mut rx) = oneshot::channel::<Result<T, StoreError>>();
         let claim = Arc::new(AtomicU8::new(QUEUED));
         let claimed = claim.clone();
@@ -114,16 +153,22 @@ impl SledWriter {
             let started =
                 claimed.compare_exchange(QUEUED, STARTED, Ordering::AcqRel, Ordering::Acquire);
             if started.is_err() || tx.is_closed() {
-                return None;
+                return Outcome::Nothing;
             }
-            match db.and_then(f) {
-                Err(e) => {
+            match (db.and_then(f), relaxed) {
+                (Err(e), _) => {
                     let _ = tx.send(Err(e));
-                    None
+                    Outcome::Nothing
                 }
-                Ok(value) => Some(Box::new(move |flushed: Result<(), StoreError>| {
-                    let _ = tx.send(flushed.map(|()| value));
-                }) as Done),
+                (Ok(value), Some(interval)) => {
+                    let _ = tx.send(Ok(value));
+                    Outcome::Relaxed(interval)
+                }
+                (Ok(value), None) => {
+                    Outcome::Durable(Box::new(move |flushed: Result<(), StoreError>| {
+                        let _ = tx.send(flushed.map(|()| value));
+                    }))
+                }
             }
         });
         self.queue.send(job).map_err(|_| stopped())?;
@@ -171,7 +216,28 @@ fn stopped() -> StoreError {
 fn run(db: &sled::Db, jobs: &mpsc::Receiver<Job>) {
     let mut failed: Option<StoreError> = None;
     let mut done: Vec<Done> = Vec::with_capacity(MAX_BATCH);
-    while let Ok(first) = jobs.recv() {
+    // When relaxed writes not yet on disk must be flushed at the latest.
+    let mut flush_by: Option<std::time::Instant> = None;
+    loop {
+        let first = match flush_by {
+            None => match jobs.recv() {
+                Ok(job) => job,
+                Err(_) => break,
+            },
+            Some(at) => {
+                match jobs.recv_timeout(at.saturating_duration_since(std::time::Instant::now())) {
+                    Ok(job) => job,
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        // Relaxed writes were answered already; a failure
+                        // is logged and refuses every later write.
+                        let _ = flush(db, &mut failed, 0);
+                        flush_by = None;
+                        continue;
+                    }
+                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                }
+            }
+        };
         let mut next = Some(first);
         let mut taken = 0;
         while let Some(job) = next.take() {
@@ -182,8 +248,12 @@ fn run(db: &sled::Db, jobs: &mpsc::Receiver<Job>) {
                 None => Ok(db),
             };
             match std::panic::catch_unwind(AssertUnwindSafe(|| job(given))) {
-                Ok(Some(d)) => done.push(d),
-                Ok(None) => {}
+                Ok(Outcome::Durable(d)) => done.push(d),
+                Ok(Outcome::Relaxed(interval)) => {
+                    let at = std::time::Instant::now() + interval;
+                    flush_by = Some(flush_by.map_or(at, |by| by.min(at)));
+                }
+                Ok(Outcome::Nothing) => {}
                 Err(_) => tracing::error!("a state write panicked"),
             }
             if taken < MAX_BATCH {
@@ -193,26 +263,32 @@ fn run(db: &sled::Db, jobs: &mpsc::Receiver<Job>) {
         if done.is_empty() {
             continue;
         }
-        let started = std::time::Instant::now();
-        let flushed = db.flush().map(|_| ()).map_err(StoreError::from);
-        tracing::trace!(
-            jobs = taken,
-            writes = done.len(),
-            flush_us = started.elapsed().as_micros() as u64,
-            "group commit"
-        );
-        if let Err(e) = &flushed {
-            tracing::error!(error = %e, "flushing the state failed; refusing writes from now on");
-            failed = Some(e.clone());
-        }
+        // Everything applied so far — relaxed writes too — goes to disk now.
+        let flushed = flush(db, &mut failed, done.len());
+        flush_by = None;
         for d in done.drain(..) {
             d(flushed.clone());
         }
     }
     // Every handle is gone: make what was written durable before the end.
-    if failed.is_none()
-        && let Err(e) = db.flush()
-    {
-        tracing::error!(error = %e, "last flush of the state failed");
+    if failed.is_none() {
+        let _ = flush(db, &mut failed, 0);
     }
+}
+
+/// One flush of everything applied; after a failure every later write is
+/// refused (`failed`).
+fn flush(db: &sled::Db, failed: &mut Option<StoreError>, waiting: usize) -> Result<(), StoreError> {
+    let started = std::time::Instant::now();
+    let flushed = db.flush().map(|_| ()).map_err(StoreError::from);
+    tracing::trace!(
+        waiting,
+        flush_us = started.elapsed().as_micros() as u64,
+        "group commit"
+    );
+    if let Err(e) = &flushed {
+        tracing::error!(error = %e, "flushing the state failed; refusing writes from now on");
+        *failed = Some(e.clone());
+    }
+    flushed
 }

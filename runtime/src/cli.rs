@@ -32,6 +32,11 @@ enum Command {
         name: String,
         /// The component (.wasm).
         file: PathBuf,
+        /// Relaxed durability: answer local-state calls before their commit
+        /// is on disk and flush within this many ms (a crash may lose that
+        /// much; for sensors that can). Default: flush before answering.
+        #[arg(long)]
+        flush_interval_ms: Option<u64>,
         #[command(flatten)]
         node: NodeArg,
     },
@@ -192,7 +197,12 @@ async fn run(cli: Cli, serve_matches: Option<clap::ArgMatches>) -> Result<()> {
             crate::serve::serve(crate::serve::resolve(args, &matches)?).await
         }
         Command::Compile(_) => bail!("the compiler worker runs without a runtime"),
-        Command::Deploy { name, file, node } => deploy(&node, &name, &file).await,
+        Command::Deploy {
+            name,
+            file,
+            flush_interval_ms,
+            node,
+        } => deploy(&node, &name, &file, flush_interval_ms).await,
         Command::Invoke {
             name,
             session,
@@ -234,7 +244,20 @@ async fn check(response: reqwest::Response) -> Result<reqwest::Response> {
     bail!("{status}: {message}")
 }
 
-async fn deploy(node: &NodeArg, name: &str, file: &PathBuf) -> Result<()> {
+/// The deploy route, with its options.
+fn deploy_path(name: &str, flush_interval_ms: Option<u64>) -> String {
+    match flush_interval_ms {
+        Some(ms) => format!("/v1/functions/{name}?flush_interval_ms={ms}"),
+        None => format!("/v1/functions/{name}"),
+    }
+}
+
+async fn deploy(
+    node: &NodeArg,
+    name: &str,
+    file: &PathBuf,
+    flush_interval_ms: Option<u64>,
+) -> Result<()> {
     let base = node.url.as_str();
     let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
     let total = bytes.len() as u64;
@@ -254,7 +277,7 @@ async fn deploy(node: &NodeArg, name: &str, file: &PathBuf) -> Result<()> {
     });
     let response = node
         .client()?
-        .put(endpoint(base, &format!("/v1/functions/{name}")))
+        .put(endpoint(base, &deploy_path(name, flush_interval_ms)))
         .header(reqwest::header::CONTENT_LENGTH, total)
         .body(reqwest::Body::wrap_stream(stream))
         .send()

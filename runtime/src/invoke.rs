@@ -527,7 +527,17 @@ impl Node {
             let state = &mut pinned.store.data_mut().state;
             let requested = state.requested_mode();
             let commit = state.take_commit();
-            match local.commit_by(&session.id, &commit, deadline).await {
+            let committed = match function.info.flush_interval_ms {
+                None => local.commit_by(&session.id, &commit, deadline).await,
+                // The function chose relaxed durability at deploy.
+                Some(ms) => {
+                    self.sessions
+                        .local
+                        .commit_relaxed(&session.id, &commit, deadline, Duration::from_millis(ms))
+                        .await
+                }
+            };
+            match committed {
                 Ok(()) => {
                     pinned.last_used = Instant::now();
                     inner

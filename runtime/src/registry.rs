@@ -49,7 +49,23 @@ pub struct FunctionInfo {
     pub artifact: String,
     /// SHA-256 of the artifact's bytes, hex, as this node wrote them.
     pub artifact_sha256: String,
+    /// Relaxed durability, opted into at deploy: local-state commits are
+    /// answered before they are on disk and flushed within this many
+    /// milliseconds (a crash may lose that much). `None`: every commit is
+    /// flushed before its answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flush_interval_ms: Option<u64>,
 }
+
+/// How a function is deployed.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DeployOptions {
+    /// Relaxed durability (see [`FunctionInfo::flush_interval_ms`]).
+    pub flush_interval_ms: Option<u64>,
+}
+
+/// The longest flush interval a function may choose, milliseconds.
+pub const MAX_FLUSH_INTERVAL_MS: u64 = 10_000;
 
 /// A deployed function, ready to instantiate.
 pub struct Function {
@@ -93,6 +109,9 @@ pub enum RegistryError {
     /// The data dir or its database failed.
     #[error("storage: {0}")]
     Storage(String),
+    /// A deploy option is out of range.
+    #[error("invalid option: {0}")]
+    InvalidOption(String),
 }
 
 impl From<std::io::Error> for RegistryError {
@@ -427,10 +446,28 @@ impl Registry {
 
     /// Validates, compiles and registers `bytes` under `name`, replacing any
     /// function of that name.
-    #[tracing::instrument(skip(self, bytes), fields(size = bytes.len()))]
     pub async fn deploy(&self, name: &str, bytes: Vec<u8>) -> Result<FunctionInfo, RegistryError> {
+        self.deploy_with(name, bytes, DeployOptions::default())
+            .await
+    }
+
+    /// As [`Registry::deploy`], with `options`.
+    #[tracing::instrument(skip(self, bytes), fields(size = bytes.len()))]
+    pub async fn deploy_with(
+        &self,
+        name: &str,
+        bytes: Vec<u8>,
+        options: DeployOptions,
+    ) -> Result<FunctionInfo, RegistryError> {
         if !valid_name(name) {
             return Err(RegistryError::InvalidName(name.to_owned()));
+        }
+        if let Some(ms) = options.flush_interval_ms
+            && !(1..=MAX_FLUSH_INTERVAL_MS).contains(&ms)
+        {
+            return Err(RegistryError::InvalidOption(format!(
+                "flush_interval_ms must be 1 to {MAX_FLUSH_INTERVAL_MS}, got {ms}"
+            )));
         }
         check_preamble(&bytes)?;
         let bytes = tokio::task::spawn_blocking(move || check_imports(&bytes).map(|()| bytes))
@@ -450,6 +487,7 @@ impl Registry {
                 .unwrap_or(0),
             artifact: compiled.artifact,
             artifact_sha256: compiled.artifact_sha256,
+            flush_interval_ms: options.flush_interval_ms,
         };
         // A refused upload leaves nothing behind: the files it wrote go
         // unless a deployed function uses the same component.

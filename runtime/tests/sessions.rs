@@ -472,3 +472,55 @@ async fn a_guest_error_in_local_mode_commits_nothing_and_the_next_call_starts_fr
     assert_eq!(header(&r, "edge-start"), "cold");
     assert_eq!(r.text().await.unwrap(), "1");
 }
+
+#[tokio::test]
+async fn relaxed_durability_is_opt_in_per_function_and_flushed_within_its_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(dir.path(), &[]).await;
+    let counter = std::fs::read(guests::COUNTER).unwrap();
+    let deploy = |query: &str| {
+        node.http
+            .put(node.at(&format!("/v1/functions/fast{query}")))
+            .body(counter.clone())
+            .send()
+    };
+    for bad in [
+        "?flush_interval_ms=0",
+        "?flush_interval_ms=10001",
+        "?flush_interval_ms=x",
+    ] {
+        let r = deploy(bad).await.unwrap();
+        assert_eq!(r.status(), 400, "{bad}");
+    }
+    let r = deploy("?flush_interval_ms=100").await.unwrap();
+    assert_eq!(r.status(), 201);
+    node.deploy("counter", guests::COUNTER).await;
+    assert_eq!(
+        node.get_json("/v1/functions/fast").await["flush_interval_ms"],
+        100
+    );
+    assert!(
+        node.get_json("/v1/functions/counter")
+            .await
+            .get("flush_interval_ms")
+            .is_none()
+    );
+    node.set_mode("r", "local").await;
+    for n in 1..=20 {
+        assert_eq!(node.invoke_ok("fast", Some("r"), "").await, n.to_string());
+    }
+    // Past the interval the writes are on disk: a kill loses none of them.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    node.kill9().await;
+    let node = TestNode::start(dir.path(), &[]).await;
+    assert_eq!(
+        node.get_json("/v1/functions/fast").await["flush_interval_ms"],
+        100
+    );
+    assert_eq!(node.invoke_ok("fast", Some("r"), "").await, "21");
+    // A clean stop flushes what is pending at once.
+    assert_eq!(node.invoke_ok("fast", Some("r"), "").await, "22");
+    node.stop().await;
+    let node = TestNode::start(dir.path(), &[]).await;
+    assert_eq!(node.invoke_ok("fast", Some("r"), "").await, "23");
+}

@@ -34,6 +34,10 @@ struct Args {
     /// Sessions, and connections.
     #[arg(long, default_value_t = 32)]
     sessions: u32,
+    /// Deploy `counter` with relaxed durability: commits flushed within
+    /// this many ms instead of before each answer.
+    #[arg(long)]
+    flush_interval_ms: Option<u64>,
 }
 
 fn invoke(name: &str) -> Request {
@@ -66,10 +70,20 @@ fn main() -> Result<()> {
         .env("EDGE_LOG", "warn");
     let mut node = Server::spawn(cmd, addr)?;
     node.wait_listening(Duration::from_secs(30))?;
-    for (name, path) in [("hello", guests::HELLO), ("counter", guests::COUNTER)] {
-        Request::new("PUT", format!("/v1/functions/{name}"))
+    let counter_route = match args.flush_interval_ms {
+        Some(ms) => format!("/v1/functions/counter?flush_interval_ms={ms}"),
+        None => "/v1/functions/counter".to_owned(),
+    };
+    for (route, path) in [
+        ("/v1/functions/hello".to_owned(), guests::HELLO),
+        (counter_route, guests::COUNTER),
+    ] {
+        Request::new("PUT", route)
             .body(std::fs::read(path)?)
             .expect_ok(addr)?;
+    }
+    if let Some(ms) = args.flush_interval_ms {
+        println!("counter deployed with relaxed durability: flushed within {ms} ms\n");
     }
     let ids = |prefix: &str| -> Vec<String> {
         (0..args.sessions)

@@ -2,7 +2,7 @@
 //! calls on [`Node`] and back; the runtime knows nothing of HTTP.
 
 use super::error::ApiError;
-use super::extract::{Json, Path};
+use super::extract::{Json, Path, Query};
 use super::{sessions, workflows};
 use crate::invoke::{InvokeError, InvokeOutcome, InvokeRequest};
 use crate::node::Node;
@@ -259,19 +259,37 @@ async fn get_function(
     Ok(Json(node.registry().get(&name)?.info.clone()))
 }
 
+/// Query of `PUT /v1/functions/{name}`.
+#[derive(Debug, Default, serde::Deserialize)]
+pub(super) struct DeployQuery {
+    /// Relaxed durability: flush local-state commits within this many ms.
+    flush_interval_ms: Option<u64>,
+}
+
 #[tracing::instrument(skip(node, headers, body))]
 async fn deploy(
     State(node): State<AppState>,
     Path(name): Path<String>,
+    query: Result<Query<DeployQuery>, ApiError>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<FunctionInfo>), ApiError> {
+    let query = match query {
+        Ok(Query(q)) => q,
+        Err(e) => return Err(refuse(body, e).await),
+    };
     // Refuse a bad name before reading a possibly large body.
     if !crate::registry::valid_name(&name) {
         return Err(refuse(body, crate::registry::RegistryError::InvalidName(name)).await);
     }
     let bytes = read_body(&headers, body, node.config().max_upload_bytes).await?;
-    let info = node.registry().deploy(&name, bytes.to_vec()).await?;
+    let options = crate::registry::DeployOptions {
+        flush_interval_ms: query.flush_interval_ms,
+    };
+    let info = node
+        .registry()
+        .deploy_with(&name, bytes.to_vec(), options)
+        .await?;
     Ok((StatusCode::CREATED, Json(info)))
 }
 

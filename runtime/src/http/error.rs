@@ -98,6 +98,7 @@ impl From<RegistryError> for ApiError {
             RegistryError::TooCostly(_) => (StatusCode::UNPROCESSABLE_ENTITY, "compile_limit"),
             RegistryError::Storage(_) => (StatusCode::INTERNAL_SERVER_ERROR, "storage"),
             RegistryError::Full(_) => (StatusCode::INSUFFICIENT_STORAGE, "disk_full"),
+            RegistryError::InvalidOption(_) => (StatusCode::BAD_REQUEST, "invalid_option"),
         };
         ApiError::new(status, kind, e.to_string())
     }
