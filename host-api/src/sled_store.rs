@@ -251,6 +251,15 @@ impl SledStore {
                     return Err(StoreError::Conflict { key });
                 }
             }
+            // One key is atomic by itself: no batch, which would take
+            // sled's exclusive lock and wait for every reader.
+            if let [(full, value)] = writes.as_slice() {
+                match value {
+                    Some(bytes) => tree.insert(full.as_slice(), record(db, bytes)?)?,
+                    None => tree.remove(full.as_slice())?,
+                };
+                return Ok(());
+            }
             let mut batch = sled::Batch::default();
             for (full, value) in writes {
                 match value {
