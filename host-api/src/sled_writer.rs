@@ -10,8 +10,9 @@
 //! including the I/O threads a pending flush was waiting for.
 //!
 //! So nothing but the writer thread writes or flushes:
-//! - callers queue a job (a closure that checks versions and applies one
-//!   [`sled::Batch`]) and wait for its answer;
+//! - callers queue a job (a closure that checks versions and applies the
+//!   commit: one insert for one key, one [`sled::Batch`] for several) and
+//!   wait for its answer;
 //! - the thread takes every job queued, runs them one after another (each
 //!   sees the writes of the ones before it), then flushes **once** for the
 //!   whole batch and only then answers: a commit is acknowledged after it is
