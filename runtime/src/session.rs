@@ -131,16 +131,21 @@ pub struct Session {
     last_used_ms: AtomicU64,
 }
 
+/// `wait` for the gate, at most until `deadline`.
+async fn by<T>(deadline: Instant, wait: impl Future<Output = T>) -> Result<T, SessionError> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    tokio::time::timeout(left, wait)
+        .await
+        .map_err(|_| SessionError::Busy(left))
+}
+
 impl Session {
     /// Shares the gate, waiting at most until `deadline`.
     pub async fn read_by(
         &self,
         deadline: Instant,
     ) -> Result<tokio::sync::RwLockReadGuard<'_, Inner>, SessionError> {
-        let wait = deadline.saturating_duration_since(Instant::now());
-        tokio::time::timeout(wait, self.gate.read())
-            .await
-            .map_err(|_| SessionError::Busy(wait))
+        by(deadline, self.gate.read()).await
     }
 
     /// Holds the gate alone, waiting at most until `deadline`.
@@ -148,10 +153,7 @@ impl Session {
         &self,
         deadline: Instant,
     ) -> Result<tokio::sync::RwLockWriteGuard<'_, Inner>, SessionError> {
-        let wait = deadline.saturating_duration_since(Instant::now());
-        tokio::time::timeout(wait, self.gate.write())
-            .await
-            .map_err(|_| SessionError::Busy(wait))
+        by(deadline, self.gate.write()).await
     }
 
     /// Counts one call.

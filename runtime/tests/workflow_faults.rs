@@ -136,15 +136,7 @@ async fn a_hung_peer_delays_no_run_that_skips_it_and_is_named_by_runs_that_need_
         let a = &a;
         async move {
             let started = Instant::now();
-            let r = a
-                .http
-                .post(a.at("/v1/workflows"))
-                .json(&spec)
-                .send()
-                .await
-                .unwrap();
-            let status = r.status().as_u16();
-            let body: serde_json::Value = r.json().await.unwrap();
+            let (status, body) = a.run_workflow(&spec).await;
             (status, body, started.elapsed())
         }
     };

@@ -37,15 +37,7 @@ fn dirs() -> [tempfile::TempDir; 3] {
 }
 
 async fn run(a: &TestNode, spec: &Value) -> (u16, Value) {
-    let r = a
-        .http
-        .post(a.at("/v1/workflows"))
-        .json(spec)
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap())
+    a.run_workflow(spec).await
 }
 
 async fn run_ok(a: &TestNode, spec: &Value) -> Value {

@@ -31,24 +31,18 @@ impl Node {
         let Some(id) = &spec.session else {
             return Ok(out);
         };
-        let session = self
-            .sessions
-            .get(id)
-            .map_err(|e| WorkflowError::Session(e.to_string()))?;
+        let session = self.sessions.get(id).map_err(session_error)?;
         let inner = session
             .read_by(self.sessions.deadline())
             .await
-            .map_err(|e| WorkflowError::Session(e.to_string()))?;
+            .map_err(session_error)?;
         if let Some(url) = &inner.record.moved_to {
             return Err(WorkflowError::Session(format!("session moved to {url}")));
         }
         let store = self.sessions.store_for(inner.record.mode);
         let mut reads = Vec::with_capacity(out.len());
         for (s, value) in out.iter_mut() {
-            let found = store
-                .get(id, s)
-                .await
-                .map_err(|e| WorkflowError::Session(e.to_string()))?;
+            let found = store.get(id, s).await.map_err(session_error)?;
             reads.push((s.clone(), found.as_ref().map(|v| v.version)));
             if let Some(v) = found {
                 *value = Some(Bytes::from(v.value));
@@ -66,14 +60,11 @@ impl Node {
         reads: Vec<(String, Option<u64>)>,
         values: &BTreeMap<String, Option<Bytes>>,
     ) -> Result<(), WorkflowError> {
-        let session = self
-            .sessions
-            .get(id)
-            .map_err(|e| WorkflowError::Session(e.to_string()))?;
+        let session = self.sessions.get(id).map_err(session_error)?;
         let inner = session
             .write_by(self.sessions.deadline())
             .await
-            .map_err(|e| WorkflowError::Session(e.to_string()))?;
+            .map_err(session_error)?;
         // A session that migrated meanwhile is written where it lives now,
         // never into a copy this node no longer owns.
         if let Some(url) = &inner.record.moved_to {
@@ -100,4 +91,9 @@ impl Node {
         })?;
         Ok(())
     }
+}
+
+/// A session or store failure, as the workflow's error.
+fn session_error(e: impl std::fmt::Display) -> WorkflowError {
+    WorkflowError::Session(e.to_string())
 }

@@ -341,6 +341,19 @@ impl TestNode {
         r.json().await.unwrap()
     }
 
+    /// `POST /v1/workflows` with `spec`: the status and the JSON answer.
+    pub async fn run_workflow(&self, spec: &serde_json::Value) -> (u16, serde_json::Value) {
+        let r = self
+            .http
+            .post(self.at("/v1/workflows"))
+            .json(spec)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap())
+    }
+
     /// `GET /v1/sessions/{id}`.
     pub async fn session(&self, id: &str) -> serde_json::Value {
         let r = self
