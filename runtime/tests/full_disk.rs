@@ -173,14 +173,17 @@ async fn a_full_disk_under_stateful_load_answers_507_never_422_and_sigterm_stops
                     let status = r.status().as_u16();
                     if status != 200 {
                         let body: serde_json::Value = r.json().await.unwrap();
-                        // 504 `deadline`: the writer could not start the
-                        // commit in time, nothing written (sled can block a
-                        // write while it fails to write its log out); the
-                        // client tries again and must meet the 507.
+                        // sled can block a write for seconds while it fails
+                        // to write its log out: 504 `deadline` (the writer
+                        // could not start the commit, nothing written) or
+                        // 503 `state_store` (started, never confirmed, not
+                        // acknowledged) are true answers; the client tries
+                        // again and must meet the 507.
                         let kind = body["kind"].as_str();
                         assert!(
                             (status, kind) == (507, Some("disk_full"))
-                                || (status, kind) == (504, Some("deadline")),
+                                || (status, kind) == (504, Some("deadline"))
+                                || (status, kind) == (503, Some("state_store")),
                             "{body}"
                         );
                     }
