@@ -27,7 +27,7 @@ done
 echo "== building edge-node for aarch64"
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
 build_start=$(date +%s)
-cargo build --release --locked --target aarch64-unknown-linux-gnu -p edge-runtime --bin edge-node
+cargo build --release --locked --target aarch64-unknown-linux-gnu -p edge-node --bin edge-node
 (cd guest-examples && cargo build --release --locked --target wasm32-wasip2 --target-dir ../target/guests)
 echo "build: $(( $(date +%s) - build_start ))s"
 BIN=target/aarch64-unknown-linux-gnu/release/edge-node

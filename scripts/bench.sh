@@ -19,5 +19,5 @@ if ! command -v wasmtime >/dev/null && [ ! -x "$HOME/.cargo/bin/wasmtime" ]; the
 fi
 [ "$missing" = 0 ] || exit 2
 rustup target list --installed 2>/dev/null | grep -q wasm32-wasip2 || rustup target add wasm32-wasip2
-cargo build --release --locked -p edge-runtime --bin edge-node -p edge-benches --bin bench-runner --bin plain-hyper
+cargo build --release --locked -p edge-node --bin edge-node -p edge-benches --bin bench-runner --bin plain-hyper
 exec target/release/bench-runner "$@"

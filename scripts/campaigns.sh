@@ -19,14 +19,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v redis-server >/dev/null || { echo "missing redis-server: run scripts/test.sh once" >&2; exit 2; }
 started=$(date +%s)
-cargo build --locked --tests -p edge-runtime
+cargo build --locked --tests -p edge-node
 failed=0
 run() { # test file, test name, env...
   local test=$1 filter=$2 log
   shift 2
   log=$(mktemp)
   echo "== $test::$filter $*"
-  if ! env "$@" cargo test --locked -q -p edge-runtime --test "$test" -- --nocapture --exact "$filter" >"$log" 2>&1; then
+  if ! env "$@" cargo test --locked -q -p edge-node --test "$test" -- --nocapture --exact "$filter" >"$log" 2>&1; then
     failed=1
   fi
   grep -E "kill -9|mutants|bytes →|neighbour|refused for|spinning calls|bytes sent|slowloris|workflow faults|disk full:|during uploads|concurrent load|healthz failed|test result|panicked" "$log" || true

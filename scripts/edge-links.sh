@@ -41,7 +41,7 @@ else
 fi
 
 rustup target list --installed 2>/dev/null | grep -q wasm32-wasip2 || rustup target add wasm32-wasip2
-cargo build --release --locked -p edge-runtime --bin edge-node -p edge-benches --bin links-runner
+cargo build --release --locked -p edge-node --bin edge-node -p edge-benches --bin links-runner
 BIN=$PWD/target/release
 STAGE=$PWD/target/guests/wasm32-wasip2/release/stage.wasm
 out=$PWD/bench-results/links-$name

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 profile=pi
 [ "${1:-}" = "--profile" ] && profile=${2:-pi}
 command -v curl >/dev/null || { echo "missing curl"; exit 2; }
-cargo build --release --locked -p edge-runtime --bin edge-node
+cargo build --release --locked -p edge-node --bin edge-node
 (cd guest-examples && cargo build --release --locked --target wasm32-wasip2 --target-dir ../target/guests)
 BIN=target/release/edge-node
 G=target/guests/wasm32-wasip2/release

@@ -6,9 +6,9 @@
 use criterion::{Criterion, criterion_group, criterion_main};
 use edge_benches::fixture::{Fixture, client_input};
 use edge_benches::{ServedNode, guests};
-use edge_runtime::engine::build_engine;
-use edge_runtime::session::SessionMode;
-use edge_runtime::{EngineConfig, InvokeRequest, Node, NodeConfig, RemoteStore};
+use edge_core::engine::build_engine;
+use edge_core::session::SessionMode;
+use edge_core::{EngineConfig, InvokeRequest, Node, NodeConfig, RemoteStore};
 use std::time::Duration;
 use wasmtime::component::Component;
 

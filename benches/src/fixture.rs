@@ -3,10 +3,11 @@
 //! ladder time (pooled instantiate, warm call).
 
 use anyhow::{Context, Result};
+use edge_core::EngineConfig;
+use edge_core::engine::{HostState, build_engine, build_linker, new_store, start_epoch_ticker};
 use edge_host_api::bindings::{Function, FunctionPre};
-use edge_host_api::{Input, Mode, SledStore, Source, StateCtx, StateLimits, StateStore};
-use edge_runtime::EngineConfig;
-use edge_runtime::engine::{HostState, build_engine, build_linker, new_store, start_epoch_ticker};
+use edge_host_api::{Input, Mode, Source, StateCtx, StateLimits, StateStore};
+use edge_store_sled::SledStore;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use wasmtime::component::Component;

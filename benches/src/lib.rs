@@ -3,7 +3,7 @@
 //! fixture; server processes, `wrk` load and the reports of the bench runner.
 
 use anyhow::{Context, Result};
-use edge_runtime::{Node, NodeConfig};
+use edge_core::{Node, NodeConfig};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -48,7 +48,7 @@ impl ServedNode {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(edge_runtime::http::serve(
+        tokio::spawn(edge_http::serve(
             listener,
             node.clone(),
             Default::default(),

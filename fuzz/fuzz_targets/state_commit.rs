@@ -3,7 +3,9 @@
 //! is accepted reads back exactly what it wrote.
 #![no_main]
 
-use edge_host_api::{Commit, SledStore, StateStore, WireCommit};
+use edge_host_api::{Commit, StateStore};
+use edge_proto::WireCommit;
+use edge_store_sled::SledStore;
 use libfuzzer_sys::fuzz_target;
 use std::sync::OnceLock;
 

@@ -6,5 +6,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let _ = edge_runtime::registry::precheck(data);
+    let _ = edge_core::registry::precheck(data);
 });

@@ -2,7 +2,7 @@
 //! error, never a panic; a plan is internally consistent.
 #![no_main]
 
-use edge_runtime::workflow::spec::Plan;
+use edge_workflow::spec::Plan;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

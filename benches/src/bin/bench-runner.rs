@@ -17,7 +17,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// The wasmtime release the project pins, which `wasmtime serve` must match.
-const WASMTIME_VERSION: &str = edge_runtime::WASMTIME_VERSION;
+const WASMTIME_VERSION: &str = edge_core::WASMTIME_VERSION;
 const INSTALL_WASMTIME: &str = "cargo install wasmtime-cli --version 48.0.8 --locked \
      --no-default-features --features serve,run,compile,cranelift,cache,config,pooling-allocator,\
      parallel-compilation,component-model,component-model-async,logging,clap/default";
@@ -82,7 +82,7 @@ fn find_tools(args: &Args) -> Result<Tools> {
     }
     if !args.edge_node.is_file() {
         missing.push(format!(
-            "{}: `cargo build --release -p edge-runtime --bin edge-node`",
+            "{}: `cargo build --release -p edge-node --bin edge-node`",
             args.edge_node.display()
         ));
     }

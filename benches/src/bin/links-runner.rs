@@ -38,7 +38,8 @@ enum Cmd {
         /// Timed executions per workload and model (after one warm-up).
         #[arg(long, default_value_t = 3)]
         runs: u32,
-        /// Workloads (default: all ten): chain{3,6}-s{3,6}-a{10,100}k, dag19-a{10,100}k.
+        /// Workloads (default: all ten): chain{3,6}-s{3,6}-a{10,100}k, dag19-a{10,100}k;
+        /// also dag19-a2000k when named.
         #[arg(long = "workload")]
         workloads: Vec<String>,
         /// The `stage` component to deploy.
@@ -134,7 +135,14 @@ fn all_workloads() -> Vec<Workload> {
     }
     all.push(dag19(10_000));
     all.push(dag19(100_000));
+    // Not in the default set: the 2 MB client input of the control-bytes
+    // measurement (`scripts/control-bytes.sh`).
     all
+}
+
+/// Workloads run only when named.
+fn extra_workloads() -> Vec<Workload> {
+    vec![dag19(2_000_000)]
 }
 
 async fn deploy(http: &reqwest::Client, url: &str, stage: &[u8]) -> Result<()> {
@@ -179,10 +187,16 @@ async fn run(
             "rate_mbps,workload,model,runs,avg_ms,min_ms,args_bytes,states_bytes,control_bytes,wire_bytes"
         )?;
     }
-    for w in all_workloads()
+    let chosen = all_workloads()
         .into_iter()
         .filter(|w| names.is_empty() || names.contains(&w.name))
-    {
+        .chain(
+            extra_workloads()
+                .into_iter()
+                .filter(|w| names.contains(&w.name)),
+        );
+    for w in chosen {
+        let tasks = w.spec["tasks"].as_array().map_or(1, Vec::len).max(1);
         for model in MODELS {
             let session = format!("{}-{model}", w.name);
             for (key, size) in &w.states {
@@ -222,9 +236,15 @@ async fn run(
             let total = &last["traffic"]["total"];
             let avg = times.iter().sum::<f64>() / times.len().max(1) as f64;
             let min = times.iter().copied().fold(f64::INFINITY, f64::min);
+            let control = total["control"].as_u64().unwrap_or(0);
             eprintln!(
-                "{rate:>5} Mb/s  {:<18} {model:<12} avg {avg:>9.1} ms  args {:>8} states {:>8} wire {:>8}",
-                w.name, total["args"], total["states"], total["wire"]
+                "{rate:>5} Mb/s  {:<18} {model:<12} avg {avg:>9.1} ms  args {:>8} states {:>8} control {:>9} ({:>7} per task) wire {:>8}",
+                w.name,
+                total["args"],
+                total["states"],
+                control,
+                control / tasks as u64,
+                total["wire"]
             );
             writeln!(
                 out,

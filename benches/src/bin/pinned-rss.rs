@@ -7,8 +7,8 @@
 
 use anyhow::{Context, Result, bail};
 use edge_benches::{ServedNode, guests, rss_bytes};
-use edge_runtime::InvokeRequest;
-use edge_runtime::session::SessionMode;
+use edge_core::InvokeRequest;
+use edge_core::session::SessionMode;
 
 #[tokio::main]
 async fn main() -> Result<()> {

@@ -4,7 +4,7 @@
 //! -c32`, each pair measured `--runs` times; then a soak of `counter` with
 //! `/healthz` asked every 100 ms. Prints the median ratio with its range.
 //!
-//! `cargo build --release -p edge-runtime --bin edge-node && cargo run
+//! `cargo build --release -p edge-node --bin edge-node && cargo run
 //! --release -p edge-benches --bin state-bench`
 
 use anyhow::{Context, Result, bail};
@@ -54,7 +54,7 @@ fn main() -> Result<()> {
     let wrk = find_program("wrk").context("wrk: `apt-get install wrk`")?;
     if !args.edge_node.is_file() {
         bail!(
-            "{}: `cargo build --release -p edge-runtime --bin edge-node`",
+            "{}: `cargo build --release -p edge-node --bin edge-node`",
             args.edge_node.display()
         );
     }

@@ -1,0 +1,292 @@
+//! Upload, list, invoke, delete and restart, over HTTP against a real node.
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use support::{TestNode, assert_error, guests};
+
+#[tokio::test]
+async fn echo_round_trips_empty_small_and_large_bodies() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(dir.path(), &[]).await;
+    node.deploy("echo", guests::ECHO).await;
+
+    for size in [0usize, 1, 1 << 20] {
+        let body: Vec<u8> = (0..size).map(|i| (i * 31 % 251) as u8).collect();
+        let r = node.invoke("echo", None, body.clone()).await;
+        assert_eq!(r.status(), 200);
+        let session = r.headers()["edge-session"].to_str().unwrap().to_owned();
+        assert_eq!(session.len(), 32, "a new session id is issued: {session}");
+        assert_eq!(r.headers()["edge-start"], "cold");
+        assert!(
+            r.headers()["edge-duration-us"]
+                .to_str()
+                .unwrap()
+                .parse::<u64>()
+                .is_ok()
+        );
+        assert_eq!(
+            r.bytes().await.unwrap().as_ref(),
+            body.as_slice(),
+            "size {size}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn counter_counts_per_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(dir.path(), &[]).await;
+    node.deploy("counter", guests::COUNTER).await;
+
+    for expected in 1..=3 {
+        assert_eq!(
+            node.invoke_ok("counter", Some("s-1"), "").await,
+            expected.to_string()
+        );
+    }
+    // Another session has a state of its own.
+    assert_eq!(node.invoke_ok("counter", Some("s-2"), "").await, "1");
+
+    // A session the node issued can be continued with the id it returned.
+    let r = node.invoke("counter", None, "").await;
+    let issued = r.headers()["edge-session"].to_str().unwrap().to_owned();
+    assert_eq!(r.text().await.unwrap(), "1");
+    assert_eq!(node.invoke_ok("counter", Some(&issued), "").await, "2");
+
+    let bad = node.invoke("counter", Some("has space"), "").await;
+    assert_error(bad, 400, "invalid_session").await;
+}
+
+#[tokio::test]
+async fn concurrent_calls_on_one_session_lose_no_increment() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = std::sync::Arc::new(TestNode::start(dir.path(), &[]).await);
+    node.deploy("counter", guests::COUNTER).await;
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let node = node.clone();
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..10 {
+                node.invoke_ok("counter", Some("shared"), "").await;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(node.invoke_ok("counter", Some("shared"), "").await, "41");
+}
+
+#[tokio::test]
+async fn functions_are_listed_described_and_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(dir.path(), &[]).await;
+    node.deploy("echo", guests::ECHO).await;
+    node.deploy("echo-2", guests::ECHO).await;
+    node.deploy("counter", guests::COUNTER).await;
+
+    let list: Vec<serde_json::Value> =
+        serde_json::from_value(node.get_json("/v1/functions").await).unwrap();
+    let names: Vec<&str> = list.iter().map(|f| f["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["counter", "echo", "echo-2"]);
+
+    let info: serde_json::Value = node.get_json("/v1/functions/echo").await;
+    let bytes = std::fs::read(guests::ECHO).unwrap();
+    assert_eq!(info["size"], bytes.len());
+    assert_eq!(info["digest"].as_str().unwrap().len(), 64);
+    assert!(info["compile_ms"].as_f64().unwrap() > 0.0);
+    assert!(info["uploaded_at"].as_u64().unwrap() > 1_700_000_000);
+
+    // Deleting one of two names for the same component keeps the other working.
+    let r = node
+        .http
+        .delete(node.at("/v1/functions/echo"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_error(node.invoke("echo", None, "x").await, 404, "not_found").await;
+    assert_eq!(
+        node.invoke_ok("echo-2", None, "still here").await,
+        "still here"
+    );
+    assert_error(
+        node.http
+            .delete(node.at("/v1/functions/echo"))
+            .send()
+            .await
+            .unwrap(),
+        404,
+        "not_found",
+    )
+    .await;
+    assert_error(
+        node.http
+            .get(node.at("/v1/functions/echo"))
+            .send()
+            .await
+            .unwrap(),
+        404,
+        "not_found",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn restart_loads_artifacts_without_compiling_and_keeps_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(dir.path(), &[]).await;
+    for (name, path) in guests::ALL {
+        node.deploy(name, path).await;
+    }
+    assert_eq!(
+        node.metric("edge_compilations_total").await,
+        guests::ALL.len() as f64
+    );
+    assert_eq!(node.invoke_ok("counter", Some("kept"), "").await, "1");
+    assert_eq!(node.invoke_ok("counter", Some("kept"), "").await, "2");
+    node.stop().await;
+
+    let node = TestNode::start(dir.path(), &[]).await;
+    let list: Vec<serde_json::Value> =
+        serde_json::from_value(node.get_json("/v1/functions").await).unwrap();
+    assert_eq!(list.len(), guests::ALL.len());
+    assert_eq!(node.invoke_ok("echo", None, "again").await, "again");
+    assert_eq!(node.invoke_ok("counter", Some("kept"), "").await, "3");
+    assert_eq!(
+        node.metric("edge_compilations_total").await,
+        0.0,
+        "nothing recompiled"
+    );
+    assert_eq!(
+        node.metric("edge_artifact_loads_total").await,
+        guests::ALL.len() as f64
+    );
+    // The process collector: the node's own memory, CPU and descriptors.
+    let rss = node.metric("process_resident_memory_bytes").await;
+    assert!(rss > f64::from(1u32 << 20), "rss {rss}");
+    assert!(node.metric("process_open_fds").await >= 3.0);
+    assert!(node.metric("process_max_fds").await > 0.0);
+}
+
+#[tokio::test]
+async fn tampered_artifact_is_recompiled_from_source_not_loaded() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(dir.path(), &[]).await;
+    node.deploy("echo", guests::ECHO).await;
+    node.stop().await;
+
+    let artifacts = dir.path().join("functions/artifacts");
+    let artifact = std::fs::read_dir(&artifacts)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let mut bytes = std::fs::read(&artifact).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&artifact, bytes).unwrap();
+
+    let node = TestNode::start(dir.path(), &[]).await;
+    assert_eq!(node.metric("edge_artifact_loads_total").await, 0.0);
+    assert_eq!(node.metric("edge_compilations_total").await, 1.0);
+    assert_eq!(node.invoke_ok("echo", None, "ok").await, "ok");
+}
+
+#[tokio::test]
+async fn unknown_routes_methods_and_functions_get_json_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(dir.path(), &[]).await;
+    assert_error(node.invoke("nope", None, "x").await, 404, "not_found").await;
+    assert_error(
+        node.http.get(node.at("/v2/whatever")).send().await.unwrap(),
+        404,
+        "not_found",
+    )
+    .await;
+    assert_error(
+        node.http
+            .post(node.at("/v1/functions"))
+            .send()
+            .await
+            .unwrap(),
+        405,
+        "method_not_allowed",
+    )
+    .await;
+    let health: serde_json::Value = node.get_json("/healthz").await;
+    assert_eq!(health["status"], "ok");
+}
+
+#[tokio::test]
+async fn oversized_invoke_body_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(dir.path(), &["--max-invoke-bytes", "1000"]).await;
+    node.deploy("echo", guests::ECHO).await;
+    assert_eq!(
+        node.invoke_ok("echo", None, vec![7u8; 1000]).await.len(),
+        1000
+    );
+    assert_error(
+        node.invoke("echo", None, vec![7u8; 1001]).await,
+        413,
+        "body_too_large",
+    )
+    .await;
+    // Without a Content-Length (chunked), the limit still holds.
+    let chunks = futures_util::stream::iter(
+        (0..11).map(|_| Ok::<_, std::io::Error>(bytes::Bytes::from(vec![1u8; 100]))),
+    );
+    let r = node
+        .invoke("echo", None, reqwest::Body::wrap_stream(chunks))
+        .await;
+    assert_error(r, 413, "body_too_large").await;
+    assert!(node.healthy().await);
+}
+
+#[tokio::test]
+async fn a_client_that_never_finishes_its_headers_is_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(dir.path(), &["--header-timeout-secs", "1"]).await;
+    let addr = node.url.trim_start_matches("http://").to_owned();
+    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .unwrap();
+    // The rest of the headers never comes: the node closes the connection.
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        slow.read_to_end(&mut buf),
+    )
+    .await;
+    assert!(read.is_ok(), "the connection was not closed");
+    assert!(node.healthy().await, "and the node still serves others");
+}
+
+#[tokio::test]
+async fn shutdown_lets_the_call_in_flight_finish() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(dir.path(), &[]).await;
+    node.deploy("stage", guests::STAGE).await;
+    let (http, url) = (node.http.clone(), node.at("/v1/functions/stage/invoke"));
+    // `sleep=800` makes the call take 0.8 s.
+    let call = tokio::spawn(async move {
+        http.post(url)
+            .body("sleep=800")
+            .send()
+            .await
+            .unwrap()
+            .status()
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    node.stop().await; // SIGTERM, and the process exits cleanly...
+    assert_eq!(
+        call.await.unwrap(),
+        200,
+        "...after answering the call in flight"
+    );
+}

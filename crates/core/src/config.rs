@@ -1,0 +1,182 @@
+//! Node configuration: every knob with a default that fits a small device.
+
+use edge_host_api::StateLimits;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How the wasmtime engine and its instance pool are sized.
+///
+/// The pool reserves virtual address space up front: about
+/// `max_instances × memories_per_instance × (max_memory_bytes + memory_guard_bytes)`.
+/// The defaults (128 × 2 × (128 MiB + 2 MiB) ≈ 33 GiB) fit in the 512 GiB a
+/// 39-bit aarch64 kernel (Raspberry Pi OS) gives a process, with headroom.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Component instances alive at once (the pool size).
+    pub max_instances: u32,
+    /// Linear memories an instance may have.
+    pub memories_per_instance: u32,
+    /// Largest linear memory a guest may grow to (also the per-store cap).
+    pub max_memory_bytes: usize,
+    /// Guard region after each linear memory.
+    pub memory_guard_bytes: u64,
+    /// Largest wasm stack before a stack-overflow trap.
+    pub max_wasm_stack: usize,
+    /// How often the epoch advances (the granularity of deadlines and yields).
+    pub epoch_tick: Duration,
+    /// Use the pooling allocator (otherwise on-demand allocation).
+    pub pooling: bool,
+}
+
+impl EngineConfig {
+    /// Virtual address space the instance pool reserves up front, in bytes:
+    /// linear memory slots (with guards), async stacks and tables.
+    pub fn reserved_address_space(&self) -> u64 {
+        if !self.pooling {
+            return 0;
+        }
+        let n = u64::from(self.max_instances);
+        let memories = n
+            * u64::from(self.memories_per_instance)
+            * (self.max_memory_bytes as u64 + self.memory_guard_bytes);
+        let stacks = n * (self.max_wasm_stack as u64 + (512 << 10) + 4096);
+        let tables = n * 8 * 50_000 * 8;
+        memories + stacks + tables
+    }
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            max_instances: 128,
+            memories_per_instance: 2,
+            max_memory_bytes: 128 << 20,
+            memory_guard_bytes: 2 << 20,
+            max_wasm_stack: 512 << 10,
+            epoch_tick: Duration::from_millis(5),
+            pooling: true,
+        }
+    }
+}
+
+/// Where remote-state sessions keep their state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RemoteStore {
+    /// This node's own sled (the embedded default).
+    Local,
+    /// An external Redis server, `redis://host:port[/db]`.
+    Redis(String),
+    /// Another edge-node's state server, `http://host:port`.
+    Peer(String),
+}
+
+impl std::str::FromStr for RemoteStore {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "local" | "" => Ok(RemoteStore::Local),
+            _ if s.starts_with("redis://") || s.starts_with("rediss://") => {
+                Ok(RemoteStore::Redis(s.to_owned()))
+            }
+            _ if s.starts_with("http://") || s.starts_with("https://") => {
+                Ok(RemoteStore::Peer(s.to_owned()))
+            }
+            _ => Err(format!(
+                "remote store {s:?}: expected `local`, redis://… or http://…"
+            )),
+        }
+    }
+}
+
+/// The tokens a node takes and presents, and what is open without one.
+#[derive(Debug, Clone, Default)]
+pub struct AuthConfig {
+    /// The token clients present.
+    pub token: Option<String>,
+    /// The token nodes of one cluster present to each other.
+    pub cluster_token: Option<String>,
+    /// GET routes describing functions, sessions and the node need no token.
+    pub open_reads: bool,
+    /// Invocation needs no token.
+    pub open_invoke: bool,
+}
+
+impl AuthConfig {
+    /// True when any token is configured.
+    pub fn enabled(&self) -> bool {
+        self.token.is_some() || self.cluster_token.is_some()
+    }
+
+    /// The token this node presents to its peers.
+    pub fn outgoing(&self) -> Option<&str> {
+        self.cluster_token.as_deref().or(self.token.as_deref())
+    }
+}
+
+/// Everything a node needs to start.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// Where functions, artifacts and state live.
+    pub data_dir: PathBuf,
+    /// Engine and pool sizing.
+    pub engine: EngineConfig,
+    /// Wall-clock limit of one invocation.
+    pub invoke_deadline: Duration,
+    /// Largest component a client may upload.
+    pub max_upload_bytes: usize,
+    /// Largest invocation body.
+    pub max_invoke_bytes: usize,
+    /// How uploads are compiled: concurrency, isolation and limits.
+    pub compile: crate::compile::CompileConfig,
+    /// Invocations admitted at once (running, or waiting for an instance
+    /// or their session); beyond it a call is shed with 503 at once
+    /// instead of queueing without bound.
+    pub max_pending_invocations: usize,
+    /// Guest-visible state limits.
+    pub state_limits: StateLimits,
+    /// sled's page cache.
+    pub sled_cache_bytes: u64,
+    /// Bytes of guest stdout/stderr logged per invocation; the rest is dropped.
+    pub guest_log_bytes: usize,
+    /// Where remote-state sessions keep their state.
+    pub remote_store: RemoteStore,
+    /// Sessions in local-state mode at once; beyond it, sessions asking for
+    /// local-state are served remote-state (reason `capacity`).
+    pub max_local_sessions: usize,
+    /// A pinned instance idle this long is dropped (its state stays).
+    pub pin_ttl: Duration,
+    /// The URL other nodes reach this one at (shown as a session's owner).
+    pub public_url: Option<String>,
+    /// Other nodes, by name, for workflows: `(name, url)`.
+    pub peers: Vec<(String, String)>,
+    /// Tokens and what is open without one.
+    pub auth: AuthConfig,
+    /// When long and misbehaving calls move to background priority.
+    pub sched: crate::sched::SchedConfig,
+}
+
+impl NodeConfig {
+    /// Defaults, with data in `data_dir`.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            engine: EngineConfig::default(),
+            invoke_deadline: Duration::from_secs(5),
+            max_upload_bytes: 64 << 20,
+            max_invoke_bytes: 8 << 20,
+            compile: crate::compile::CompileConfig::default(),
+            max_pending_invocations: 512,
+            state_limits: StateLimits::default(),
+            sled_cache_bytes: 32 << 20,
+            guest_log_bytes: 16 << 10,
+            remote_store: RemoteStore::Local,
+            max_local_sessions: 64,
+            pin_ttl: Duration::from_secs(300),
+            public_url: None,
+            peers: Vec::new(),
+            auth: AuthConfig::default(),
+            sched: crate::sched::SchedConfig::default(),
+        }
+    }
+}

@@ -1,0 +1,371 @@
+//! A node: one engine, one registry, one state store, one metrics registry.
+
+use crate::config::{NodeConfig, RemoteStore};
+use crate::engine::{EngineError, build_engine, build_linker, start_epoch_ticker};
+use crate::metrics::{Metrics, MetricsError};
+use crate::registry::{Registry, RegistryError};
+use crate::session::{ModeOutcome, SessionError, SessionMode, Sessions, Trigger};
+use edge_host_api::{StateStore, StoreError, Versioned};
+use edge_proto::{KeyVersion, PeerClient, routes};
+use edge_store_peer::PeerStore;
+use edge_store_redis::RedisStore;
+use edge_store_sled::{SledStore, SledWriter};
+use std::sync::Arc;
+use tokio::sync::Semaphore;
+use wasmtime::Engine;
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The engine could not be configured.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// The registry could not be opened.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// The database could not be opened.
+    #[error("database: {0}")]
+    Storage(String),
+    /// Metrics could not be set up.
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
+    /// The remote store could not be reached or the sessions loaded.
+    #[error("sessions: {0}")]
+    Sessions(#[from] SessionError),
+    /// The background runtime could not be started.
+    #[error(transparent)]
+    Sched(#[from] crate::sched::SchedError),
+    /// The teardown thread could not be started.
+    #[error("teardown thread: {0}")]
+    Teardown(std::io::Error),
+}
+
+impl From<sled::Error> for NodeError {
+    fn from(e: sled::Error) -> Self {
+        NodeError::Storage(e.to_string())
+    }
+}
+
+impl From<StoreError> for NodeError {
+    fn from(e: StoreError) -> Self {
+        NodeError::Storage(e.to_string())
+    }
+}
+
+/// A running edge node, independent of any transport.
+pub struct Node {
+    pub(crate) config: NodeConfig,
+    pub(crate) engine: Engine,
+    pub(crate) registry: Registry,
+    pub(crate) sessions: Arc<Sessions>,
+    /// The one thread that writes (and flushes) the database.
+    pub(crate) writer: SledWriter,
+    pub(crate) metrics: Arc<Metrics>,
+    /// One permit per pooled instance: calls beyond the pool wait here;
+    /// pinned instances hold theirs while they live.
+    pub(crate) instance_slots: Arc<Semaphore>,
+    /// Stopped after a full disk?
+    pub(crate) storage: Arc<crate::storage::StorageGuard>,
+    /// One permit per admitted invocation (load shedding beyond).
+    pub(crate) admission: Arc<Semaphore>,
+    pub(crate) peer: PeerClient,
+    /// Moves long and misbehaving calls to background priority.
+    pub(crate) sched: crate::sched::Scheduler,
+    /// Where finished instances are dropped.
+    pub(crate) teardown: crate::teardown::Teardown,
+}
+
+impl Node {
+    /// Opens the data dir, builds the engine and loads every deployed function.
+    pub async fn open(config: NodeConfig) -> Result<Self, NodeError> {
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(|e| NodeError::Storage(format!("{}: {e}", config.data_dir.display())))?;
+        let db = sled::Config::new()
+            .path(config.data_dir.join("db"))
+            .cache_capacity(config.sled_cache_bytes)
+            .open()?;
+        let writer = SledWriter::start(db.clone())
+            .map_err(|e| NodeError::Storage(format!("state writer thread: {e}")))?;
+        let engine = build_engine(&config.engine)?;
+        start_epoch_ticker(&engine, config.engine.epoch_tick);
+        let linker = build_linker(&engine)?;
+        let metrics = Arc::new(Metrics::new()?);
+        let registry = Registry::open(
+            engine.clone(),
+            linker,
+            &config.data_dir,
+            writer.clone(),
+            config.compile.clone(),
+            config.engine.clone(),
+            metrics.clone(),
+        )
+        .await?;
+        let local = Arc::new(SledStore::with_writer(writer.clone())?);
+        let peer = PeerClient::new(config.auth.outgoing());
+        let remote: Option<Arc<dyn StateStore>> = match &config.remote_store {
+            RemoteStore::Local => None,
+            RemoteStore::Redis(url) => Some(Arc::new(RedisStore::connect(url).await?)),
+            RemoteStore::Peer(url) => Some(Arc::new(PeerStore::new(url, peer.clone())?)),
+        };
+        let sessions = Sessions::open(
+            writer.clone(),
+            local,
+            remote,
+            config.max_local_sessions,
+            config.pin_ttl,
+            config.invoke_deadline,
+            metrics.clone(),
+        )?;
+        let instance_slots = Arc::new(Semaphore::new(config.engine.max_instances as usize));
+        let admission = Arc::new(Semaphore::new(config.max_pending_invocations.max(1)));
+        let storage = crate::storage::StorageGuard::new(config.data_dir.clone());
+        let sched =
+            crate::sched::Scheduler::new(config.sched.clone(), metrics.background_calls.clone())?;
+        let teardown = crate::teardown::Teardown::start().map_err(NodeError::Teardown)?;
+        Ok(Self {
+            config,
+            engine,
+            registry,
+            sessions,
+            writer,
+            metrics,
+            instance_slots,
+            admission,
+            storage,
+            peer,
+            sched,
+            teardown,
+        })
+    }
+
+    /// The function registry.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Whether storage stopped after a full disk, and when space is back.
+    pub fn storage(&self) -> &Arc<crate::storage::StorageGuard> {
+        &self.storage
+    }
+
+    /// The node's metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The node's sessions.
+    pub fn sessions(&self) -> &Sessions {
+        &self.sessions
+    }
+
+    /// The node's configuration.
+    pub fn config(&self) -> &NodeConfig {
+        &self.config
+    }
+
+    /// The wasmtime engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Writes everything pending to disk (called on shutdown).
+    pub async fn flush(&self) -> Result<(), NodeError> {
+        self.writer.flush().await?;
+        Ok(())
+    }
+}
+
+/// What `GET /v1/sessions/{id}` shows.
+#[derive(Debug, serde::Serialize)]
+pub struct SessionInfo {
+    /// The session id.
+    pub id: String,
+    /// The mode it is served in.
+    pub mode: SessionMode,
+    /// The mode last asked for.
+    pub desired: SessionMode,
+    /// The node that owns it: this one, or where it migrated.
+    pub owner: String,
+    /// Functions with an instance pinned to it.
+    pub pinned: Vec<String>,
+    /// Its keys with their versions.
+    pub keys: Vec<KeyVersion>,
+    /// Calls served by this node since it opened the session.
+    pub invocations: u64,
+}
+
+/// What a migration reports.
+#[derive(Debug, serde::Serialize)]
+pub struct MigrateOutcome {
+    /// The node that owns the session now.
+    pub to: String,
+    /// Keys moved.
+    pub keys: usize,
+    /// How long calls were held back (the downtime), microseconds.
+    pub downtime_us: u64,
+    /// How long the migration waited for calls in flight, microseconds.
+    pub lock_wait_us: u64,
+}
+
+impl Node {
+    /// Asks for `mode` on session `id` (a client's request).
+    #[tracing::instrument(skip(self))]
+    pub async fn set_mode(&self, id: &str, mode: SessionMode) -> Result<ModeOutcome, SessionError> {
+        let session = self.sessions.get(id)?;
+        let mut inner = session.write_by(self.sessions.deadline()).await?;
+        self.sessions
+            .transition(&session, &mut inner, mode, Trigger::Client)
+            .await
+    }
+
+    /// Describes session `id`.
+    pub async fn session_info(&self, id: &str) -> Result<SessionInfo, SessionError> {
+        let session = self.sessions.get(id)?;
+        let inner = session.read_by(self.sessions.deadline()).await?;
+        if let Some(url) = &inner.record.moved_to {
+            return Err(SessionError::Moved(url.clone()));
+        }
+        let store = self.sessions.store_for(inner.record.mode);
+        let keys = store
+            .keys(id)
+            .await?
+            .into_iter()
+            .map(|(key, version)| KeyVersion { key, version })
+            .collect();
+        let mut pinned: Vec<String> = inner.pinned.keys().cloned().collect();
+        pinned.sort();
+        Ok(SessionInfo {
+            id: id.to_owned(),
+            mode: inner.record.mode,
+            desired: inner.record.desired,
+            owner: self
+                .config
+                .public_url
+                .clone()
+                .unwrap_or_else(|| "self".into()),
+            pinned,
+            keys,
+            invocations: session.invocations(),
+        })
+    }
+
+    /// Drops session `id`: its instances, its state, its record.
+    pub async fn delete_session(&self, id: &str) -> Result<usize, SessionError> {
+        self.sessions.delete(id).await
+    }
+
+    /// Moves local-state session `id` to the node at `to`. Calls that arrive
+    /// meanwhile wait, then are forwarded there.
+    #[tracing::instrument(skip(self))]
+    pub async fn migrate(&self, id: &str, to: &str) -> Result<MigrateOutcome, SessionError> {
+        let to = self.migration_target(to)?;
+        let to = to.as_str();
+        let session = self.sessions.get(id)?;
+        let peer = self.peer.clone();
+        let report = self
+            .sessions
+            .migrate_out(&session, to, |entries| async move {
+                peer.import(to, id, &entries)
+                    .await
+                    .map_err(|e| SessionError::Storage(format!("migrating to {to}: {e}")))
+            })
+            .await?;
+        tracing::info!(
+            session = id,
+            to,
+            keys = report.keys,
+            downtime_us = report.blocked_us,
+            "migrated"
+        );
+        Ok(MigrateOutcome {
+            to: to.to_owned(),
+            keys: report.keys,
+            downtime_us: report.blocked_us,
+            lock_wait_us: report.lock_wait_us,
+        })
+    }
+
+    /// A write to session `id`'s state in this node's sled from outside a
+    /// call (the state server: a peer's remote store, or a tool). It holds
+    /// the session's gate like a local call, so it never lands between a
+    /// local call's read and its commit; a pinned instance that read what
+    /// it overwrote conflicts on its next commit and runs again fresh.
+    pub async fn state_commit(
+        &self,
+        id: &str,
+        commit: &edge_host_api::Commit,
+    ) -> Result<(), SessionError> {
+        let session = self.sessions.get(id)?;
+        let deadline = self.sessions.deadline();
+        let inner = session.write_by(deadline).await?;
+        if let Some(url) = &inner.record.moved_to {
+            return Err(SessionError::Moved(url.clone()));
+        }
+        Ok(self.sessions.local.commit_by(id, commit, deadline).await?)
+    }
+
+    /// Clears session `id`'s state in this node's sled (the state server),
+    /// under the session's gate.
+    pub async fn state_clear(&self, id: &str) -> Result<usize, SessionError> {
+        let session = self.sessions.get(id)?;
+        let _inner = session.write_by(self.sessions.deadline()).await?;
+        Ok(self.sessions.local.delete_session(id).await?)
+    }
+
+    /// Checks that `to` may receive a session: a peer this node was told of
+    /// (`--peer`), never itself. The node presents the cluster token to the
+    /// target, and later forwards callers' requests there: a client must not
+    /// be able to choose that address.
+    fn migration_target(&self, to: &str) -> Result<String, SessionError> {
+        let to = routes::normalise(to)
+            .ok_or_else(|| SessionError::InvalidTarget(format!("not an http(s) URL: {to:?}")))?;
+        if self
+            .config
+            .public_url
+            .as_deref()
+            .and_then(routes::normalise)
+            == Some(to.clone())
+        {
+            return Err(SessionError::InvalidTarget(format!(
+                "{to} is this node: a session cannot migrate to where it is"
+            )));
+        }
+        let known = self
+            .config
+            .peers
+            .iter()
+            .any(|(_, url)| routes::normalise(url).as_deref() == Some(to.as_str()));
+        if !known {
+            return Err(SessionError::InvalidTarget(format!(
+                "{to} is not a known peer of this node (start it with --peer NAME={to})"
+            )));
+        }
+        Ok(to)
+    }
+
+    /// Takes in session `id` from another node.
+    pub async fn import_session(
+        &self,
+        id: &str,
+        entries: Vec<(String, Versioned)>,
+    ) -> Result<ModeOutcome, SessionError> {
+        self.sessions.migrate_in(id, &entries).await
+    }
+
+    /// The client for other nodes.
+    pub fn peer(&self) -> &PeerClient {
+        &self.peer
+    }
+}
+
+/// A new session id: 128 random bits, hex.
+pub fn new_session_id() -> String {
+    let mut bytes = [0u8; 16];
+    if getrandom::fill(&mut bytes).is_err() {
+        // The OS RNG failing is unrecoverable for a server handing out
+        // unguessable ids; never fall back to a guessable one.
+        tracing::error!("the OS random number generator failed");
+        std::process::abort();
+    }
+    hex::encode(bytes)
+}

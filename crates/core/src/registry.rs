@@ -1,0 +1,592 @@
+//! The function registry: uploaded components, compiled once, kept on disk
+//! by content digest and loaded back on restart without recompiling.
+//!
+//! Layout under the data dir:
+//! - `functions/sources/<sha256>.wasm`: the bytes a client uploaded;
+//! - `functions/artifacts/<sha256>-<engine>.cwasm`: what this node compiled
+//!   from them for this engine's settings;
+//! - the sled tree `functions`: name → [`FunctionInfo`] (JSON), written last,
+//!   so a crash mid-upload leaves no half-registered function.
+//!
+//! Only artifacts this node wrote, and whose SHA-256 still matches the one
+//! recorded when it wrote them, are ever deserialized.
+
+mod check;
+mod files;
+use crate::EngineConfig;
+use crate::compile::{self, CompileConfig, WorkerError};
+use crate::engine::HostState;
+use crate::metrics::Metrics;
+use check::{check_imports, check_preamble, validate};
+pub use check::{precheck, valid_name};
+use edge_host_api::bindings::FunctionPre;
+use edge_store_sled::SledWriter;
+use files::{deserialize_verified, sha256_hex, write_atomic};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::Semaphore;
+use wasmtime::Engine;
+use wasmtime::component::{Component, Linker};
+
+/// What the registry knows of a function; served by `GET /v1/functions/{name}`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FunctionInfo {
+    /// The name it was uploaded under.
+    pub name: String,
+    /// SHA-256 of the component's bytes, hex.
+    pub digest: String,
+    /// Size of the component in bytes.
+    pub size: u64,
+    /// How long compiling it took, in milliseconds.
+    pub compile_ms: f64,
+    /// When it was uploaded, seconds since the Unix epoch.
+    pub uploaded_at: u64,
+    /// File name of the compiled artifact.
+    pub artifact: String,
+    /// SHA-256 of the artifact's bytes, hex, as this node wrote them.
+    pub artifact_sha256: String,
+    /// Relaxed durability, opted into at deploy: local-state commits are
+    /// answered before they are on disk and flushed within this many
+    /// milliseconds (a crash may lose that much). `None`: every commit is
+    /// flushed before its answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flush_interval_ms: Option<u64>,
+}
+
+/// How a function is deployed.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DeployOptions {
+    /// Relaxed durability (see [`FunctionInfo::flush_interval_ms`]).
+    pub flush_interval_ms: Option<u64>,
+}
+
+/// The longest flush interval a function may choose, milliseconds.
+pub const MAX_FLUSH_INTERVAL_MS: u64 = 10_000;
+
+/// A deployed function, ready to instantiate.
+pub struct Function {
+    /// Its name, shared with stores and logs.
+    pub name: Arc<str>,
+    /// Its metadata.
+    pub info: FunctionInfo,
+    /// Pre-linked for instantiation.
+    pub pre: FunctionPre<HostState>,
+    /// Until when its calls start at background priority.
+    pub penalty: crate::sched::Penalty,
+}
+
+/// Why a registry operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// The name does not match `[a-z0-9][a-z0-9._-]{0,63}`.
+    #[error("invalid function name {0:?}: expected [a-z0-9][a-z0-9._-]{{0,63}} without '..'")]
+    InvalidName(String),
+    /// No function has this name.
+    #[error("no function named {0:?}")]
+    NotFound(String),
+    /// The upload is not a WebAssembly component.
+    #[error("not a WebAssembly component: {0}")]
+    NotAComponent(&'static str),
+    /// The component failed validation or compilation.
+    #[error("invalid component: {0}")]
+    Invalid(String),
+    /// The component imports something this node does not provide.
+    #[error("cannot link component: {0}")]
+    Link(String),
+    /// Compiling the component went past the node's time or memory limit.
+    #[error("component too costly to compile: {0}")]
+    TooCostly(String),
+    /// Compilation panicked or could not be scheduled.
+    #[error("compilation failed: {0}")]
+    Compile(String),
+    /// The disk under the data dir is full: the upload was not stored.
+    #[error("disk full: the function was not stored ({0})")]
+    Full(String),
+    /// The data dir or its database failed.
+    #[error("storage: {0}")]
+    Storage(String),
+    /// A deploy option is out of range.
+    #[error("invalid option: {0}")]
+    InvalidOption(String),
+}
+
+impl From<std::io::Error> for RegistryError {
+    fn from(e: std::io::Error) -> Self {
+        if edge_host_api::is_disk_full(&e) {
+            RegistryError::Full(e.to_string())
+        } else {
+            RegistryError::Storage(e.to_string())
+        }
+    }
+}
+
+impl From<sled::Error> for RegistryError {
+    fn from(e: sled::Error) -> Self {
+        match e {
+            sled::Error::Io(io) => io.into(),
+            e => RegistryError::Storage(e.to_string()),
+        }
+    }
+}
+
+impl From<edge_host_api::StoreError> for RegistryError {
+    fn from(e: edge_host_api::StoreError) -> Self {
+        match e {
+            edge_host_api::StoreError::Full(m) => RegistryError::Full(m),
+            e => RegistryError::Storage(e.to_string()),
+        }
+    }
+}
+
+/// The registry of deployed functions.
+pub struct Registry {
+    engine: Engine,
+    linker: Linker<HostState>,
+    engine_key: String,
+    sources: PathBuf,
+    artifacts: PathBuf,
+    meta: sled::Tree,
+    writer: SledWriter,
+    loaded: RwLock<HashMap<String, Arc<Function>>>,
+    compile_slots: Semaphore,
+    compile: CompileConfig,
+    engine_config: EngineConfig,
+    metrics: Arc<Metrics>,
+}
+
+impl Registry {
+    /// Opens the registry in `data_dir` and loads every function recorded
+    /// there, from its artifact when it is intact, else by recompiling.
+    pub async fn open(
+        engine: Engine,
+        linker: Linker<HostState>,
+        data_dir: &Path,
+        writer: SledWriter,
+        compile: CompileConfig,
+        engine_config: EngineConfig,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, RegistryError> {
+        let sources = data_dir.join("functions").join("sources");
+        let artifacts = data_dir.join("functions").join("artifacts");
+        std::fs::create_dir_all(&sources)?;
+        std::fs::create_dir_all(&artifacts)?;
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut hasher);
+        let registry = Self {
+            engine,
+            linker,
+            engine_key: format!("{:016x}", hasher.finish()),
+            sources,
+            artifacts,
+            meta: writer.db().open_tree("functions")?,
+            writer,
+            loaded: RwLock::new(HashMap::new()),
+            compile_slots: Semaphore::new(compile.concurrency.max(1)),
+            compile,
+            engine_config,
+            metrics,
+        };
+        registry.load_all().await?;
+        Ok(registry)
+    }
+
+    async fn load_all(&self) -> Result<(), RegistryError> {
+        let mut referenced = std::collections::HashSet::new();
+        for item in self.meta.iter() {
+            let (_, raw) = item?;
+            let Ok(info) = serde_json::from_slice::<FunctionInfo>(&raw) else {
+                tracing::warn!("skipping an unreadable function record");
+                continue;
+            };
+            match self.load(info).await {
+                Ok(f) => {
+                    referenced.insert(format!("{}.wasm", f.info.digest));
+                    referenced.insert(f.info.artifact.clone());
+                    self.insert_loaded(f);
+                }
+                Err((name, e)) => {
+                    tracing::error!(function = %name, error = %e, "cannot load function")
+                }
+            }
+        }
+        // Files no record names are left from an interrupted upload or delete.
+        for dir in [&self.sources, &self.artifacts] {
+            for entry in std::fs::read_dir(dir)? {
+                let entry = entry?;
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if !referenced.contains(&name) {
+                    tracing::info!(file = %name, "removing unreferenced file");
+                    let _ = std::fs::remove_file(entry.path());
+                }
+            }
+        }
+        self.metrics.functions.set(self.len() as i64);
+        Ok(())
+    }
+
+    /// Loads one recorded function: its artifact if intact and compatible,
+    /// else recompiled from its verified source (and the record updated).
+    async fn load(&self, mut info: FunctionInfo) -> Result<Arc<Function>, (String, RegistryError)> {
+        let name = info.name.clone();
+        let artifact_path = self.artifacts.join(&info.artifact);
+        let expected = format!("{}-{}.cwasm", info.digest, self.engine_key);
+        if info.artifact == expected {
+            match self
+                .deserialize_verified(&artifact_path, &info.artifact_sha256)
+                .await
+            {
+                Ok(component) => {
+                    self.metrics.artifact_loads.inc();
+                    return self.link(info, &component).map_err(|e| (name, e));
+                }
+                Err(e) => {
+                    tracing::warn!(function = %name, error = %e, "artifact unusable; recompiling")
+                }
+            }
+        }
+        let result = async {
+            let source = std::fs::read(self.sources.join(format!("{}.wasm", info.digest)))?;
+            if sha256_hex(&source) != info.digest {
+                return Err(RegistryError::Storage(
+                    "source file does not match its digest".into(),
+                ));
+            }
+            let compiled = self.compile(source).await?;
+            info.artifact = compiled.artifact;
+            info.artifact_sha256 = compiled.artifact_sha256;
+            info.compile_ms = compiled.compile_ms;
+            let record =
+                serde_json::to_vec(&info).map_err(|e| RegistryError::Storage(e.to_string()))?;
+            self.put_record(&name, Some(record)).await?;
+            self.link(info, &compiled.component)
+        };
+        result.await.map_err(|e| (name, e))
+    }
+
+    /// Reads, verifies and deserializes an artifact on the blocking pool:
+    /// a large one takes a while (reading, hashing, mapping), and an async
+    /// worker owes that time to other requests.
+    async fn deserialize_verified(
+        &self,
+        path: &Path,
+        sha: &str,
+    ) -> Result<Component, RegistryError> {
+        let (engine, path, sha) = (self.engine.clone(), path.to_owned(), sha.to_owned());
+        tokio::task::spawn_blocking(move || deserialize_verified(&engine, &path, &sha))
+            .await
+            .map_err(|e| RegistryError::Storage(format!("loading an artifact: {e}")))?
+    }
+
+    fn link(
+        &self,
+        info: FunctionInfo,
+        component: &Component,
+    ) -> Result<Arc<Function>, RegistryError> {
+        let pre = self
+            .linker
+            .instantiate_pre(component)
+            .map_err(|e| RegistryError::Link(format!("{e:#}")))?;
+        let pre = FunctionPre::new(pre).map_err(|e| RegistryError::Link(format!("{e:#}")))?;
+        Ok(Arc::new(Function {
+            name: info.name.as_str().into(),
+            info,
+            pre,
+            penalty: Default::default(),
+        }))
+    }
+
+    /// Compiles `source` (in the worker process when there is one, else on
+    /// a blocking thread; at most `concurrency` at once), writes source and
+    /// artifact, and returns the component.
+    async fn compile(&self, source: Vec<u8>) -> Result<Compiled, RegistryError> {
+        let _slot = self
+            .compile_slots
+            .acquire()
+            .await
+            .map_err(|e| RegistryError::Compile(e.to_string()))?;
+        let started = Instant::now();
+        let (source, component, artifact) = match &self.compile.worker {
+            Some(worker) => {
+                // Malformed bytes are refused here, in linear time, without
+                // a process; the worker gets only structurally valid input
+                // (every feature allowed: the compiler has the last word).
+                let source =
+                    tokio::task::spawn_blocking(move || validate(&source).map(|()| source))
+                        .await
+                        .map_err(|e| RegistryError::Compile(e.to_string()))??;
+                let out = compile::in_worker(&self.compile, worker, &self.engine_config, &source)
+                    .await
+                    .map_err(|e| match e {
+                        WorkerError::Invalid(m) => RegistryError::Invalid(m),
+                        WorkerError::Limit(m) => {
+                            self.metrics.compile_refusals.inc();
+                            RegistryError::TooCostly(m)
+                        }
+                        WorkerError::Failed(m) => RegistryError::Compile(m),
+                    })?;
+                if let Some(rss) = out.peak_rss_bytes {
+                    self.metrics.compile_peak_rss.observe(rss as f64);
+                }
+                (source, None, out.artifact)
+            }
+            None => self.compile_in_process(source).await?,
+        };
+        let elapsed = started.elapsed();
+        self.metrics.compilations.inc();
+        self.metrics.compile_seconds.observe(elapsed.as_secs_f64());
+
+        let digest = sha256_hex(&source);
+        let artifact_name = format!("{digest}-{}.cwasm", self.engine_key);
+        let artifact_sha256 = sha256_hex(&artifact);
+        let (sources, artifacts) = (self.sources.clone(), self.artifacts.clone());
+        let name = artifact_name.clone();
+        let artifact_path = artifacts.join(&name);
+        tokio::task::spawn_blocking(move || {
+            write_atomic(&sources.join(format!("{digest}.wasm")), &source)?;
+            write_atomic(&artifacts.join(name), &artifact)
+        })
+        .await
+        .map_err(|e| RegistryError::Storage(e.to_string()))??;
+        let component = match component {
+            Some(c) => c,
+            // The worker's artifact, loaded through the same verified path
+            // as every artifact on disk.
+            None => {
+                self.deserialize_verified(&artifact_path, &artifact_sha256)
+                    .await?
+            }
+        };
+        Ok(Compiled {
+            component,
+            artifact: artifact_name,
+            artifact_sha256,
+            compile_ms: elapsed.as_secs_f64() * 1e3,
+        })
+    }
+
+    async fn compile_in_process(
+        &self,
+        source: Vec<u8>,
+    ) -> Result<(Vec<u8>, Option<Component>, Vec<u8>), RegistryError> {
+        let engine = self.engine.clone();
+        let joined = tokio::task::spawn_blocking(move || {
+            let component = Component::new(&engine, &source)
+                .map_err(|e| RegistryError::Invalid(format!("{e:#}")))?;
+            let artifact = component
+                .serialize()
+                .map_err(|e| RegistryError::Compile(format!("{e:#}")))?;
+            Ok::<_, RegistryError>((source, Some(component), artifact))
+        })
+        .await;
+        match joined {
+            Ok(r) => r,
+            Err(e) if e.is_panic() => Err(RegistryError::Compile("the compiler panicked".into())),
+            Err(e) => Err(RegistryError::Compile(e.to_string())),
+        }
+    }
+
+    /// Validates, compiles and registers `bytes` under `name`, replacing any
+    /// function of that name.
+    pub async fn deploy(&self, name: &str, bytes: Vec<u8>) -> Result<FunctionInfo, RegistryError> {
+        self.deploy_with(name, bytes, DeployOptions::default())
+            .await
+    }
+
+    /// As [`Registry::deploy`], with `options`.
+    #[tracing::instrument(skip(self, bytes), fields(size = bytes.len()))]
+    pub async fn deploy_with(
+        &self,
+        name: &str,
+        bytes: Vec<u8>,
+        options: DeployOptions,
+    ) -> Result<FunctionInfo, RegistryError> {
+        if !valid_name(name) {
+            return Err(RegistryError::InvalidName(name.to_owned()));
+        }
+        if let Some(ms) = options.flush_interval_ms
+            && !(1..=MAX_FLUSH_INTERVAL_MS).contains(&ms)
+        {
+            return Err(RegistryError::InvalidOption(format!(
+                "flush_interval_ms must be 1 to {MAX_FLUSH_INTERVAL_MS}, got {ms}"
+            )));
+        }
+        check_preamble(&bytes)?;
+        let bytes = tokio::task::spawn_blocking(move || check_imports(&bytes).map(|()| bytes))
+            .await
+            .map_err(|e| RegistryError::Compile(e.to_string()))??;
+        let size = bytes.len() as u64;
+        let digest = sha256_hex(&bytes);
+        let compiled = self.compile(bytes).await?;
+        let info = FunctionInfo {
+            name: name.to_owned(),
+            digest,
+            size,
+            compile_ms: compiled.compile_ms,
+            uploaded_at: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+            artifact: compiled.artifact,
+            artifact_sha256: compiled.artifact_sha256,
+            flush_interval_ms: options.flush_interval_ms,
+        };
+        // A refused upload leaves nothing behind: the files it wrote go
+        // unless a deployed function uses the same component.
+        let stored = async {
+            let function = self.link(info.clone(), &compiled.component)?;
+            let record =
+                serde_json::to_vec(&info).map_err(|e| RegistryError::Storage(e.to_string()))?;
+            let previous = self.put_record(name, Some(record)).await?;
+            Ok::<_, RegistryError>((function, previous))
+        }
+        .await;
+        let (function, previous) = match stored {
+            Ok(done) => done,
+            Err(e) => {
+                self.remove_files_if_unused(&info);
+                return Err(e);
+            }
+        };
+        self.insert_loaded(function);
+        if let Some(prev) =
+            previous.and_then(|raw| serde_json::from_slice::<FunctionInfo>(&raw).ok())
+        {
+            self.remove_files_if_unused(&prev);
+        }
+        self.metrics.functions.set(self.len() as i64);
+        tracing::info!(digest = %info.digest, compile_ms = info.compile_ms, "deployed");
+        Ok(info)
+    }
+
+    /// Writes (or removes) the record of `name` durably, through the
+    /// writer thread; returns the record it replaced.
+    async fn put_record(
+        &self,
+        name: &str,
+        record: Option<Vec<u8>>,
+    ) -> Result<Option<sled::IVec>, RegistryError> {
+        let (meta, name) = (self.meta.clone(), name.to_owned());
+        let previous = self
+            .writer
+            .write(move |_| {
+                Ok(match record {
+                    Some(r) => meta
+                        .insert(name.as_bytes(), r)
+                        .map_err(edge_store_sled::store_error)?,
+                    None => meta
+                        .remove(name.as_bytes())
+                        .map_err(edge_store_sled::store_error)?,
+                })
+            })
+            .await?;
+        Ok(previous)
+    }
+
+    fn insert_loaded(&self, f: Arc<Function>) {
+        let mut map = self.loaded.write().unwrap_or_else(|p| p.into_inner());
+        map.insert(f.info.name.clone(), f);
+    }
+
+    /// The function named `name`.
+    pub fn get(&self, name: &str) -> Result<Arc<Function>, RegistryError> {
+        let map = self.loaded.read().unwrap_or_else(|p| p.into_inner());
+        map.get(name)
+            .cloned()
+            .ok_or_else(|| RegistryError::NotFound(name.to_owned()))
+    }
+
+    /// Every function, sorted by name.
+    pub fn list(&self) -> Vec<FunctionInfo> {
+        let map = self.loaded.read().unwrap_or_else(|p| p.into_inner());
+        let mut out: Vec<_> = map.values().map(|f| f.info.clone()).collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    fn len(&self) -> usize {
+        self.loaded.read().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Removes `name`; calls already running finish on the old component.
+    #[tracing::instrument(skip(self))]
+    pub async fn delete(&self, name: &str) -> Result<FunctionInfo, RegistryError> {
+        if !valid_name(name) {
+            return Err(RegistryError::InvalidName(name.to_owned()));
+        }
+        let removed = self
+            .loaded
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name)
+            .ok_or_else(|| RegistryError::NotFound(name.to_owned()))?;
+        self.put_record(name, None).await?;
+        self.remove_files_if_unused(&removed.info);
+        self.metrics.functions.set(self.len() as i64);
+        Ok(removed.info.clone())
+    }
+
+    /// Deletes a function's files unless another name uses the same component.
+    fn remove_files_if_unused(&self, info: &FunctionInfo) {
+        let still_used = self
+            .loaded
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .any(|f| f.info.digest == info.digest);
+        if !still_used {
+            let _ = std::fs::remove_file(self.sources.join(format!("{}.wasm", info.digest)));
+            let _ = std::fs::remove_file(self.artifacts.join(&info.artifact));
+        }
+    }
+}
+
+struct Compiled {
+    component: Component,
+    artifact: String,
+    artifact_sha256: String,
+    compile_ms: f64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        for ok in ["a", "echo", "0", "a.b_c-d", &"a".repeat(64)] {
+            assert!(valid_name(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "A",
+            "-a",
+            ".a",
+            "_a",
+            "a/b",
+            "a..b",
+            "../x",
+            "a\0",
+            "é",
+            "a b",
+            &"a".repeat(65),
+        ] {
+            assert!(!valid_name(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn preambles() {
+        assert!(check_preamble(b"\0asm\x0d\0\x01\0").is_ok());
+        assert!(matches!(
+            check_preamble(b""),
+            Err(RegistryError::NotAComponent("empty body"))
+        ));
+        assert!(check_preamble(b"\0asm\x01\0\0\0").is_err());
+        assert!(check_preamble(b"\0asm").is_err());
+        assert!(check_preamble(b"MZ\x90\0\0\0\0\0").is_err());
+    }
+}

@@ -1,0 +1,592 @@
+//! Sessions: which mode each is served in, the instances pinned to local
+//! sessions, and the moves of a session's state between modes and nodes.
+//!
+//! Each session has a gate (an async read/write lock, fair in arrival order):
+//! remote-state calls share it, local-state calls and transitions hold it
+//! alone. So local calls run one at a time in arrival order, and no call
+//! ever sees a half-moved state: calls that arrive during a transition wait.
+//!
+//! The mode is recorded in the sled tree `sessions` (absent = remote), and
+//! every transition writes the destination first, then flips the record,
+//! then clears the source: a crash at any point leaves the record naming a
+//! store that holds the whole state.
+
+use crate::engine::HostState;
+use crate::metrics::Metrics;
+use edge_host_api::bindings::Function as Bindings;
+use edge_host_api::{Commit, Mode, StateStore, StoreError, Versioned, valid_session_id};
+use edge_store_sled::{SledStore, SledWriter};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+use tokio::sync::{OwnedSemaphorePermit, RwLock};
+use wasmtime::Store;
+
+mod migrate;
+pub use migrate::MigrationReport;
+
+/// Where a session's state lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SessionMode {
+    /// On this node, with warm instances pinned to the session.
+    Local,
+    /// In the remote store, with a fresh instance per call.
+    #[default]
+    Remote,
+}
+
+impl SessionMode {
+    /// The WIT mode the guest sees.
+    pub fn wit(self) -> Mode {
+        match self {
+            SessionMode::Local => Mode::Local,
+            SessionMode::Remote => Mode::Remote,
+        }
+    }
+
+    /// From the WIT mode a guest asked for.
+    pub fn from_wit(m: Mode) -> Self {
+        match m {
+            Mode::Local => SessionMode::Local,
+            Mode::Remote => SessionMode::Remote,
+        }
+    }
+
+    /// `local` or `remote`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionMode::Local => "local",
+            SessionMode::Remote => "remote",
+        }
+    }
+}
+
+/// Who asked for a transition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// A client, over HTTP.
+    Client,
+    /// The guest, through `session.request-mode`.
+    Guest,
+    /// The node's capacity policy.
+    Policy,
+}
+
+impl Trigger {
+    fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Client => "client",
+            Trigger::Guest => "guest",
+            Trigger::Policy => "policy",
+        }
+    }
+}
+
+/// The persisted part of a session.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Record {
+    /// The mode it is served in.
+    pub mode: SessionMode,
+    /// The mode last asked for (differs from `mode` while capacity refuses it).
+    pub desired: SessionMode,
+    /// Set once the session migrated: the node that now owns it.
+    pub moved_to: Option<String>,
+}
+
+/// A warm instance pinned to a local session.
+pub struct Pinned {
+    /// Digest of the component it runs (a redeploy makes it stale).
+    pub digest: String,
+    /// Its store.
+    pub store: Store<HostState>,
+    /// Its exports.
+    pub instance: Bindings,
+    /// Last call on it.
+    pub last_used: Instant,
+    /// The pool slot it holds.
+    pub _slot: OwnedSemaphorePermit,
+    /// Counts it in `edge_pinned_instances` for as long as it lives.
+    pub _counted: crate::metrics::LiveInstance,
+}
+
+/// What the gate protects.
+pub struct Inner {
+    /// The persisted state of the session.
+    pub record: Record,
+    /// Instances pinned to it, by function name. A wasmtime store is `Send`
+    /// but not `Sync`; the mutex makes the gate shareable, and is never
+    /// contended: pinned instances are touched only under the exclusive gate.
+    pub pinned: HashMap<String, Mutex<Pinned>>,
+}
+
+/// One session.
+pub struct Session {
+    /// Its id.
+    pub id: String,
+    /// The gate: shared by remote calls, exclusive for local calls and moves.
+    pub gate: RwLock<Inner>,
+    invocations: AtomicU64,
+    last_used_ms: AtomicU64,
+}
+
+/// `wait` for the gate, at most until `deadline`.
+async fn by<T>(deadline: Instant, wait: impl Future<Output = T>) -> Result<T, SessionError> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    tokio::time::timeout(left, wait)
+        .await
+        .map_err(|_| SessionError::Busy(left))
+}
+
+impl Session {
+    /// Shares the gate, waiting at most until `deadline`.
+    pub async fn read_by(
+        &self,
+        deadline: Instant,
+    ) -> Result<tokio::sync::RwLockReadGuard<'_, Inner>, SessionError> {
+        by(deadline, self.gate.read()).await
+    }
+
+    /// Holds the gate alone, waiting at most until `deadline`.
+    pub async fn write_by(
+        &self,
+        deadline: Instant,
+    ) -> Result<tokio::sync::RwLockWriteGuard<'_, Inner>, SessionError> {
+        by(deadline, self.gate.write()).await
+    }
+
+    /// Counts one call.
+    pub fn touch(&self, epoch: Instant) {
+        self.invocations.fetch_add(1, Ordering::Relaxed);
+        self.last_used_ms
+            .store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// Calls served since this node opened the session.
+    pub fn invocations(&self) -> u64 {
+        self.invocations.load(Ordering::Relaxed)
+    }
+}
+
+/// The result of asking for a mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ModeOutcome {
+    /// The mode the session is served in now.
+    pub mode: SessionMode,
+    /// Why it is not the mode asked for (`capacity`), if it is not.
+    pub reason: Option<&'static str>,
+    /// How long the move took, in microseconds (0 if nothing moved).
+    pub duration_us: u64,
+}
+
+/// Why a session operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// The id cannot name a session.
+    #[error("invalid session id: expected 1-128 characters of [A-Za-z0-9._-]")]
+    InvalidId,
+    /// A store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The session lives on another node now.
+    #[error("session moved to {0}")]
+    Moved(String),
+    /// A migration target this node may not hand a session to.
+    #[error("invalid migration target: {0}")]
+    InvalidTarget(String),
+    /// Waiting for the session took past the call's deadline.
+    #[error("the session stayed busy past the deadline of {0:?}")]
+    Busy(Duration),
+    /// The operation needs a local-state session.
+    #[error("session is not in local-state mode")]
+    NotLocal,
+    /// The session database failed.
+    #[error("session database: {0}")]
+    Storage(String),
+}
+
+impl From<sled::Error> for SessionError {
+    fn from(e: sled::Error) -> Self {
+        SessionError::Storage(e.to_string())
+    }
+}
+
+/// Every session this node knows, and the stores their state lives in.
+pub struct Sessions {
+    /// This node's sled: local-state sessions (and the state server).
+    pub local: Arc<SledStore>,
+    /// The remote store of remote-state sessions.
+    pub remote: Arc<dyn StateStore>,
+    remote_is_local: bool,
+    records: sled::Tree,
+    writer: SledWriter,
+    table: Mutex<HashMap<String, Arc<Session>>>,
+    local_sessions: AtomicUsize,
+    max_local: usize,
+    ttl: Duration,
+    /// How long a session operation waits for the session's gate.
+    wait: Duration,
+    epoch: Instant,
+    metrics: Arc<Metrics>,
+}
+
+impl Sessions {
+    /// Opens the session records in `db`; `remote` is `None` when remote
+    /// state lives in this node's sled too.
+    pub fn open(
+        writer: SledWriter,
+        local: Arc<SledStore>,
+        remote: Option<Arc<dyn StateStore>>,
+        max_local: usize,
+        ttl: Duration,
+        wait: Duration,
+        metrics: Arc<Metrics>,
+    ) -> Result<Arc<Self>, SessionError> {
+        let records = writer.db().open_tree("sessions")?;
+        // Every recorded session is loaded now, so that looking one up never
+        // reads sled on an async worker.
+        let mut recorded = Vec::new();
+        for item in records.iter() {
+            let (id, raw) = item?;
+            let (Ok(id), Ok(record)) = (
+                String::from_utf8(id.to_vec()),
+                serde_json::from_slice::<Record>(&raw),
+            ) else {
+                tracing::warn!("skipping an unreadable session record");
+                continue;
+            };
+            recorded.push((id, record));
+        }
+        let local_sessions = recorded
+            .iter()
+            .filter(|(_, r)| r.mode == SessionMode::Local && r.moved_to.is_none())
+            .count();
+        metrics.local_sessions.set(local_sessions as i64);
+        let remote_is_local = remote.is_none();
+        let remote = remote.unwrap_or_else(|| local.clone() as Arc<dyn StateStore>);
+        let sessions = Arc::new(Self {
+            local,
+            remote,
+            remote_is_local,
+            records,
+            writer,
+            table: Mutex::new(HashMap::new()),
+            local_sessions: AtomicUsize::new(local_sessions),
+            max_local,
+            ttl,
+            wait,
+            epoch: Instant::now(),
+            metrics,
+        });
+        {
+            let mut table = sessions.table.lock().unwrap_or_else(|p| p.into_inner());
+            for (id, record) in recorded {
+                let session = sessions.new_session(id.clone(), record);
+                table.insert(id, session);
+            }
+        }
+        spawn_reaper(Arc::downgrade(&sessions), ttl);
+        Ok(sessions)
+    }
+
+    /// When an operation starting now stops waiting for a session.
+    pub fn deadline(&self) -> Instant {
+        Instant::now() + self.wait
+    }
+
+    /// The instant call times are measured from.
+    pub fn epoch(&self) -> Instant {
+        self.epoch
+    }
+
+    /// The session `id`, loaded from its record or new (remote-state).
+    pub fn get(&self, id: &str) -> Result<Arc<Session>, SessionError> {
+        if !valid_session_id(id) {
+            return Err(SessionError::InvalidId);
+        }
+        let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = table.get(id) {
+            return Ok(s.clone());
+        }
+        // Every recorded session was loaded at open and stays tabled while
+        // it has a record: one not in the table has none.
+        let session = self.new_session(id.to_owned(), Record::default());
+        table.insert(id.to_owned(), session.clone());
+        Ok(session)
+    }
+
+    /// A session for a call that named none: a fresh id cannot have a record,
+    /// so nothing is read, and it is not tabled unless it outlives its call
+    /// (see [`Sessions::keep_if_used`]). Stateless calls at full speed leave
+    /// nothing behind.
+    pub fn ephemeral(&self, id: String) -> Arc<Session> {
+        self.new_session(id, Record::default())
+    }
+
+    /// Tables an ephemeral session whose call left something to come back
+    /// to: a mode change asked for by its guest, or a pinned instance.
+    pub async fn keep_if_used(&self, session: &Arc<Session>) {
+        let inner = session.gate.read().await;
+        if inner.record != Record::default() || !inner.pinned.is_empty() {
+            let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
+            table
+                .entry(session.id.clone())
+                .or_insert_with(|| session.clone());
+        }
+    }
+
+    fn new_session(&self, id: String, record: Record) -> Arc<Session> {
+        Arc::new(Session {
+            id,
+            gate: RwLock::new(Inner {
+                record,
+                pinned: HashMap::new(),
+            }),
+            invocations: AtomicU64::new(0),
+            last_used_ms: AtomicU64::new(self.epoch.elapsed().as_millis() as u64),
+        })
+    }
+
+    /// The store a session in `mode` reads and writes.
+    pub fn store_for(&self, mode: SessionMode) -> Arc<dyn StateStore> {
+        match mode {
+            SessionMode::Local => self.local.clone(),
+            SessionMode::Remote => self.remote.clone(),
+        }
+    }
+
+    async fn save(&self, id: &str, record: &Record) -> Result<(), SessionError> {
+        let raw = if *record == Record::default() {
+            None
+        } else {
+            Some(serde_json::to_vec(record).map_err(|e| SessionError::Storage(e.to_string()))?)
+        };
+        let (records, id) = (self.records.clone(), id.to_owned());
+        self.writer
+            .write(move |_| {
+                match raw {
+                    None => records.remove(id).map_err(edge_store_sled::store_error)?,
+                    Some(raw) => records
+                        .insert(id, raw)
+                        .map_err(edge_store_sled::store_error)?,
+                };
+                Ok(())
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Moves `session` (whose gate the caller holds exclusively, as `inner`)
+    /// to `to`. A move to local beyond the cap is refused: the session stays
+    /// remote and remembers it asked.
+    pub async fn transition(
+        &self,
+        session: &Session,
+        inner: &mut Inner,
+        to: SessionMode,
+        trigger: Trigger,
+    ) -> Result<ModeOutcome, SessionError> {
+        if let Some(url) = &inner.record.moved_to {
+            return Err(SessionError::Moved(url.clone()));
+        }
+        let from = inner.record.mode;
+        if from == to {
+            if inner.record.desired != to {
+                inner.record.desired = to;
+                self.save(&session.id, &inner.record).await?;
+            }
+            return Ok(ModeOutcome {
+                mode: to,
+                reason: None,
+                duration_us: 0,
+            });
+        }
+        if to == SessionMode::Local && !self.admit_local() {
+            if inner.record.desired != SessionMode::Local {
+                inner.record.desired = SessionMode::Local;
+                self.save(&session.id, &inner.record).await?;
+            }
+            return Ok(ModeOutcome {
+                mode: SessionMode::Remote,
+                reason: Some("capacity"),
+                duration_us: 0,
+            });
+        }
+        let started = Instant::now();
+        let (source, dest) = (self.store_for(from), self.store_for(to));
+        let moved = async {
+            if !self.remote_is_local {
+                let entries = export(source.as_ref(), &session.id).await?;
+                dest.delete_session(&session.id).await?;
+                dest.commit(&session.id, &replace_all(&entries)).await?;
+            }
+            inner.record = Record {
+                mode: to,
+                desired: to,
+                moved_to: None,
+            };
+            self.save(&session.id, &inner.record).await?;
+            if !self.remote_is_local
+                && let Err(e) = source.delete_session(&session.id).await
+            {
+                tracing::warn!(session = %session.id, error = %e, "could not clear the old copy; it is stale and will be overwritten");
+            }
+            Ok::<_, SessionError>(())
+        }
+        .await;
+        if let Err(e) = moved {
+            if to == SessionMode::Local {
+                self.release_local();
+            }
+            return Err(e);
+        }
+        if to == SessionMode::Remote {
+            self.drop_pinned(inner);
+            self.release_local();
+        }
+        let took = started.elapsed();
+        self.metrics
+            .transitions
+            .with_label_values(&[from.as_str(), to.as_str(), trigger.as_str()])
+            .inc();
+        self.metrics.transition_seconds.observe(took.as_secs_f64());
+        tracing::info!(session = %session.id, from = from.as_str(), to = to.as_str(), trigger = trigger.as_str(), us = took.as_micros() as u64, "transition");
+        Ok(ModeOutcome {
+            mode: to,
+            reason: None,
+            duration_us: took.as_micros() as u64,
+        })
+    }
+
+    fn admit_local(&self) -> bool {
+        let admitted = self
+            .local_sessions
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.max_local).then_some(n + 1)
+            })
+            .is_ok();
+        self.metrics
+            .local_sessions
+            .set(self.local_sessions.load(Ordering::Acquire) as i64);
+        admitted
+    }
+
+    fn release_local(&self) {
+        let _ = self
+            .local_sessions
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+        self.metrics
+            .local_sessions
+            .set(self.local_sessions.load(Ordering::Acquire) as i64);
+    }
+
+    /// Drops every instance pinned to a session.
+    pub fn drop_pinned(&self, inner: &mut Inner) {
+        inner.pinned.clear();
+    }
+
+    /// Every key of a session with its value and version, from the store its
+    /// mode names. The caller holds the gate.
+    pub async fn entries(
+        &self,
+        inner: &Inner,
+        id: &str,
+    ) -> Result<Vec<(String, Versioned)>, SessionError> {
+        Ok(export(self.store_for(inner.record.mode).as_ref(), id).await?)
+    }
+
+    /// Forgets a session: its instances, its state in both stores, its record.
+    pub async fn delete(&self, id: &str) -> Result<usize, SessionError> {
+        let session = self.get(id)?;
+        let mut inner = session.write_by(self.deadline()).await?;
+        let mut deleted = self.local.delete_session(id).await?;
+        if !self.remote_is_local {
+            deleted += self.remote.delete_session(id).await?;
+        }
+        if inner.record.mode == SessionMode::Local && inner.record.moved_to.is_none() {
+            self.release_local();
+        }
+        self.drop_pinned(&mut inner);
+        inner.record = Record::default();
+        self.save(id, &inner.record).await?;
+        Ok(deleted)
+    }
+
+    /// Drops pinned instances idle past the TTL (their sessions stay local;
+    /// the next call is cold) and forgets idle remote sessions with no record.
+    fn reap(&self) {
+        let now = Instant::now();
+        let sessions: Vec<Arc<Session>> = self
+            .table
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        let mut forget = Vec::new();
+        for s in sessions {
+            let Ok(mut inner) = s.gate.try_write() else {
+                continue;
+            };
+            let before = inner.pinned.len();
+            inner.pinned.retain(|_, p| {
+                let p = p.get_mut().unwrap_or_else(|e| e.into_inner());
+                now.duration_since(p.last_used) < self.ttl
+            });
+            let evicted = before - inner.pinned.len();
+            if evicted > 0 {
+                self.metrics.evictions.inc_by(evicted as u64);
+            }
+            let last_used = Duration::from_millis(s.last_used_ms.load(Ordering::Relaxed));
+            let idle = self.epoch.elapsed().saturating_sub(last_used);
+            if inner.pinned.is_empty() && inner.record == Record::default() && idle >= self.ttl {
+                forget.push(s.id.clone());
+            }
+        }
+        let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
+        for id in forget {
+            // Only if nobody else holds it: a caller may be about to use it.
+            if table.get(&id).is_some_and(|s| Arc::strong_count(s) == 1) {
+                table.remove(&id);
+            }
+        }
+    }
+}
+
+/// Every key of `id` in `store`, with value and version.
+async fn export(store: &dyn StateStore, id: &str) -> Result<Vec<(String, Versioned)>, StoreError> {
+    let mut out = Vec::new();
+    for (key, _) in store.keys(id).await? {
+        if let Some(v) = store.get(id, &key).await? {
+            out.push((key, v));
+        }
+    }
+    Ok(out)
+}
+
+/// A blind commit that writes every entry.
+fn replace_all(entries: &[(String, Versioned)]) -> Commit {
+    Commit {
+        reads: Vec::new(),
+        writes: entries
+            .iter()
+            .map(|(k, v)| (k.clone(), Some(v.value.clone())))
+            .collect(),
+    }
+}
+
+fn spawn_reaper(sessions: Weak<Sessions>, ttl: Duration) {
+    let period = (ttl / 4).clamp(Duration::from_millis(100), Duration::from_secs(30));
+    tokio::spawn(async move {
+        // The first tick waits a period too: an immediate one would hold the
+        // sessions (and their database) while a just-dropped node reopens.
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        loop {
+            tick.tick().await;
+            let Some(s) = sessions.upgrade() else { break };
+            s.reap();
+        }
+    });
+}
