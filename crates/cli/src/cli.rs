@@ -21,7 +21,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a node.
-    Serve(crate::serve::ServeArgs),
+    Serve(Box<crate::serve::ServeArgs>),
     /// Internal: compile one component from stdin under rlimits (the
     /// node's compiler worker process).
     #[command(name = "__compile", hide = true)]
@@ -157,14 +157,30 @@ impl NodeArg {
     }
 }
 
+/// Parses the command line; `serve --help` shows each setting's default
+/// (kept only in `settings`: a flag itself has no default value, so that a
+/// setting the command line leaves out is the file's or the profile's).
+fn parse() -> Cli {
+    let command = Cli::command().mut_subcommand("serve", |mut serve| {
+        for (id, default) in crate::settings::Layer::defaults() {
+            serve = serve.mut_arg(id, |arg| {
+                let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
+                let long = arg.get_long_help().map(ToString::to_string);
+                let arg = arg.help(format!("{help} [default: {default}]"));
+                match long {
+                    Some(l) => arg.long_help(format!("{l}\n\n[default: {default}]")),
+                    None => arg,
+                }
+            });
+        }
+        serve
+    });
+    Cli::from_arg_matches(&command.get_matches()).unwrap_or_else(|e| e.exit())
+}
+
 /// Runs the command line and turns errors into a message and exit code 1.
 pub fn main() -> ExitCode {
-    let matches = Cli::command().get_matches();
-    let cli = match Cli::from_arg_matches(&matches) {
-        Ok(c) => c,
-        Err(e) => e.exit(),
-    };
-    let serve_matches = matches.subcommand_matches("serve").cloned();
+    let cli = parse();
     let cli = match cli.command {
         // The worker needs no async runtime, and sets its limits before
         // anything else runs.
@@ -181,7 +197,7 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli, serve_matches)) {
+    match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -190,12 +206,9 @@ pub fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli, serve_matches: Option<clap::ArgMatches>) -> Result<()> {
+async fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Serve(args) => {
-            let matches = serve_matches.context("serve arguments")?;
-            crate::serve::serve(crate::serve::resolve(args, &matches)?).await
-        }
+        Command::Serve(args) => crate::serve::serve(crate::serve::resolve(*args)?).await,
         Command::Compile(_) => bail!("the compiler worker runs without a runtime"),
         Command::Deploy {
             name,

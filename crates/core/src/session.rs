@@ -119,7 +119,7 @@ pub struct Inner {
     /// Instances pinned to it, by function name. A wasmtime store is `Send`
     /// but not `Sync`; the mutex makes the gate shareable, and is never
     /// contended: pinned instances are touched only under the exclusive gate.
-    pub pinned: HashMap<String, Mutex<Pinned>>,
+    pub(crate) pinned: HashMap<String, Mutex<Pinned>>,
 }
 
 /// One session.
@@ -127,7 +127,9 @@ pub struct Session {
     /// Its id.
     pub id: String,
     /// The gate: shared by remote calls, exclusive for local calls and moves.
-    pub gate: RwLock<Inner>,
+    /// Only [`Session::read_by`] and [`Session::write_by`] take it, each
+    /// bounded by a deadline.
+    gate: RwLock<Inner>,
     invocations: AtomicU64,
     last_used_ms: AtomicU64,
 }
