@@ -124,7 +124,21 @@ pub fn router(node: AppState) -> Router {
             node.clone(),
             super::auth::require_token,
         ))
+        // A handler that panics (a bug) answers 500 with a JSON message;
+        // the connection and the node go on.
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panicked))
         .with_state(node)
+}
+
+/// The answer to a request whose handler panicked.
+fn panicked(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    tracing::error!("a request handler panicked");
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "the node failed while handling this request",
+    )
+    .into_response()
 }
 
 /// After a full disk (see `crate::storage`): 507 on every `/v1` route and
@@ -427,4 +441,36 @@ fn invoke_response(outcome: InvokeOutcome) -> Response {
         h.insert(MODE_REASON_HEADER, HeaderValue::from_static(reason));
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::panic)]
+    use super::*;
+    use tower::ServiceExt;
+
+    async fn boom() -> &'static str {
+        panic!("a bug")
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_answers_500_json() {
+        let app: Router = Router::new()
+            .route("/boom", get(boom))
+            .route("/fine", get(|| async { "ok" }))
+            .layer(tower_http::catch_panic::CatchPanicLayer::custom(panicked));
+        let request = |path: &str| {
+            http::Request::builder()
+                .uri(path)
+                .body(Body::empty())
+                .unwrap()
+        };
+        let r = app.clone().oneshot(request("/boom")).await.unwrap();
+        assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = r.into_body().collect().await.unwrap().to_bytes();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["kind"], "internal");
+        let r = app.oneshot(request("/fine")).await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+    }
 }
