@@ -126,10 +126,15 @@ settings! {
         /// reason `capacity`).
         #[arg(long)]
         max_local_sessions: usize = 64;
-        /// Seconds a pinned instance may sit idle before it is dropped
-        ///.
+        /// Seconds a pinned instance may sit idle before it is dropped.
         #[arg(long)]
         pin_ttl_secs: u64 = 300;
+        /// A local session idle this many milliseconds gives its place to a
+        /// session that asks for local-state mode when every place is taken
+        /// (its state moves to the remote store; it asks again on its next
+        /// call).
+        #[arg(long)]
+        demote_idle_ms: u64 = 60_000;
         /// Another node, for workflows: NAME=URL (repeatable; in the file, a
         /// `[peers]` table of NAME = "URL").
         #[arg(long = "peer", value_parser = parse_peer)]

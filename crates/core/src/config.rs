@@ -146,6 +146,9 @@ pub struct NodeConfig {
     pub max_local_sessions: usize,
     /// A pinned instance idle this long is dropped (its state stays).
     pub pin_ttl: Duration,
+    /// A local session idle this long gives its place to a session that
+    /// asks for local-state mode when every place is taken.
+    pub demote_idle: Duration,
     /// The URL other nodes reach this one at (shown as a session's owner).
     pub public_url: Option<String>,
     /// Other nodes, by name, for workflows: `(name, url)`.
@@ -173,6 +176,7 @@ impl NodeConfig {
             remote_store: RemoteStore::Local,
             max_local_sessions: 64,
             pin_ttl: Duration::from_secs(300),
+            demote_idle: Duration::from_secs(60),
             public_url: None,
             peers: Vec::new(),
             auth: AuthConfig::default(),

@@ -301,6 +301,12 @@ impl Node {
     }
 
     async fn acquire_slot(&self, deadline: Instant) -> Result<OwnedSemaphorePermit, InvokeError> {
+        if let Ok(slot) = self.instance_slots.clone().try_acquire_owned() {
+            return Ok(slot);
+        }
+        // Every slot is held: an idle pinned instance gives its slot up
+        // rather than this call waiting until it is refused.
+        self.sessions.evict_for_slot();
         let wait = deadline.saturating_duration_since(Instant::now());
         tokio::time::timeout(wait, self.instance_slots.clone().acquire_owned())
             .await

@@ -22,6 +22,7 @@
 //! # }
 //! ```
 
+pub mod cluster;
 pub mod compile;
 pub mod config;
 pub mod engine;

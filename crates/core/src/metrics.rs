@@ -41,6 +41,10 @@ pub struct Metrics {
     pub local_sessions: IntGauge,
     /// Pinned instances dropped for idleness.
     pub evictions: IntCounter,
+    /// Local sessions demoted to remote-state to make room for another.
+    pub demotions: IntCounter,
+    /// Pinned instances dropped because every instance slot was held.
+    pub pressure_evictions: IntCounter,
     /// Workflow tasks waiting on this node for inputs or states.
     pub workflow_pending: IntGauge,
     /// Calls run on the background runtime, by reason.
@@ -163,6 +167,14 @@ impl Metrics {
             evictions: add.counter(
                 "edge_pinned_evictions_total",
                 "Pinned instances dropped after the idle TTL",
+            )?,
+            demotions: add.counter(
+                "edge_demotions_total",
+                "Idle local sessions demoted to remote-state to make room for one that asked",
+            )?,
+            pressure_evictions: add.counter(
+                "edge_pressure_evictions_total",
+                "Idle pinned instances dropped because every instance slot was held",
             )?,
             workflow_pending: add.gauge(
                 "edge_workflow_pending",

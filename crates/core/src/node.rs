@@ -69,6 +69,8 @@ pub struct Node {
     /// One permit per admitted invocation (load shedding beyond).
     pub(crate) admission: Arc<Semaphore>,
     pub(crate) peer: PeerClient,
+    /// The cluster's members, with a shared Redis.
+    pub(crate) membership: Option<edge_store_redis::RedisMembership>,
     /// Moves long and misbehaving calls to background priority.
     pub(crate) sched: crate::sched::Scheduler,
     /// Where finished instances are dropped.
@@ -102,6 +104,10 @@ impl Node {
         .await?;
         let local = Arc::new(SledStore::with_writer(writer.clone())?);
         let peer = PeerClient::new(config.auth.outgoing());
+        let membership = match &config.remote_store {
+            RemoteStore::Redis(url) => Some(edge_store_redis::RedisMembership::connect(url).await?),
+            _ => None,
+        };
         let remote: Option<Arc<dyn StateStore>> = match &config.remote_store {
             RemoteStore::Local => None,
             RemoteStore::Redis(url) => Some(Arc::new(RedisStore::connect(url).await?)),
@@ -111,9 +117,12 @@ impl Node {
             writer.clone(),
             local,
             remote,
-            config.max_local_sessions,
-            config.pin_ttl,
-            config.invoke_deadline,
+            crate::session::Policy {
+                max_local: config.max_local_sessions,
+                ttl: config.pin_ttl,
+                demote_idle: config.demote_idle,
+                wait: config.invoke_deadline,
+            },
             metrics.clone(),
         )?;
         let instance_slots = Arc::new(Semaphore::new(config.engine.max_instances as usize));
@@ -133,6 +142,7 @@ impl Node {
             admission,
             storage,
             peer,
+            membership,
             sched,
             teardown,
         })
@@ -258,7 +268,7 @@ impl Node {
     /// meanwhile wait, then are forwarded there.
     #[tracing::instrument(skip(self))]
     pub async fn migrate(&self, id: &str, to: &str) -> Result<MigrateOutcome, SessionError> {
-        let to = self.migration_target(to)?;
+        let to = self.migration_target(to).await?;
         let to = to.as_str();
         let session = self.sessions.get(id)?;
         let peer = self.peer.clone();
@@ -313,10 +323,10 @@ impl Node {
     }
 
     /// Checks that `to` may receive a session: a peer this node was told of
-    /// (`--peer`), never itself. The node presents the cluster token to the
+    /// (`--peer`) or a live member of its cluster, never itself. The node presents the cluster token to the
     /// target, and later forwards callers' requests there: a client must not
     /// be able to choose that address.
-    fn migration_target(&self, to: &str) -> Result<String, SessionError> {
+    async fn migration_target(&self, to: &str) -> Result<String, SessionError> {
         let to = routes::normalise(to)
             .ok_or_else(|| SessionError::InvalidTarget(format!("not an http(s) URL: {to:?}")))?;
         if self
@@ -335,9 +345,9 @@ impl Node {
             .peers
             .iter()
             .any(|(_, url)| routes::normalise(url).as_deref() == Some(to.as_str()));
-        if !known {
+        if !known && !self.is_member(&to).await {
             return Err(SessionError::InvalidTarget(format!(
-                "{to} is not a known peer of this node (start it with --peer NAME={to})"
+                "{to} is neither a peer of this node (--peer NAME={to}) nor a live member of its cluster"
             )));
         }
         Ok(to)

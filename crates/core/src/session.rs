@@ -25,6 +25,7 @@ use tokio::sync::{OwnedSemaphorePermit, RwLock};
 use wasmtime::Store;
 
 mod migrate;
+mod room;
 pub use migrate::MigrationReport;
 
 /// Where a session's state lives.
@@ -215,6 +216,19 @@ impl From<sled::Error> for SessionError {
     }
 }
 
+/// How a node keeps its sessions.
+#[derive(Debug, Clone, Copy)]
+pub struct Policy {
+    /// Sessions in local-state mode at once.
+    pub max_local: usize,
+    /// A pinned instance idle this long is dropped.
+    pub ttl: Duration,
+    /// A local session idle this long may give its place to one that asks.
+    pub demote_idle: Duration,
+    /// How long a session operation waits for the session's gate.
+    pub wait: Duration,
+}
+
 /// Every session this node knows, and the stores their state lives in.
 pub struct Sessions {
     /// This node's sled: local-state sessions (and the state server).
@@ -228,6 +242,8 @@ pub struct Sessions {
     local_sessions: AtomicUsize,
     max_local: usize,
     ttl: Duration,
+    /// A local session idle this long may lose its place to one that asks.
+    demote_idle: Duration,
     /// How long a session operation waits for the session's gate.
     wait: Duration,
     epoch: Instant,
@@ -241,11 +257,15 @@ impl Sessions {
         writer: SledWriter,
         local: Arc<SledStore>,
         remote: Option<Arc<dyn StateStore>>,
-        max_local: usize,
-        ttl: Duration,
-        wait: Duration,
+        policy: Policy,
         metrics: Arc<Metrics>,
     ) -> Result<Arc<Self>, SessionError> {
+        let Policy {
+            max_local,
+            ttl,
+            demote_idle,
+            wait,
+        } = policy;
         let records = writer.db().open_tree("sessions")?;
         // Every recorded session is loaded now, so that looking one up never
         // reads sled on an async worker.
@@ -278,6 +298,7 @@ impl Sessions {
             local_sessions: AtomicUsize::new(local_sessions),
             max_local,
             ttl,
+            demote_idle,
             wait,
             epoch: Instant::now(),
             metrics,
@@ -405,7 +426,10 @@ impl Sessions {
                 duration_us: 0,
             });
         }
-        if to == SessionMode::Local && !self.admit_local() {
+        if to == SessionMode::Local
+            && !self.admit_local()
+            && !(self.make_room(&session.id).await && self.admit_local())
+        {
             if inner.record.desired != SessionMode::Local {
                 inner.record.desired = SessionMode::Local;
                 self.save(&session.id, &inner.record).await?;

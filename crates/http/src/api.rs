@@ -82,6 +82,7 @@ pub fn router(node: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/v1/node", get(node_info))
+        .route("/v1/cluster", get(cluster))
         .route("/v1/functions", get(list_functions))
         .route(
             "/v1/functions/{name}",
@@ -233,6 +234,13 @@ pub(super) async fn read_body(
     }
 }
 
+/// The cluster's live members (this node alone without a shared Redis).
+#[tracing::instrument(skip_all)]
+async fn cluster(State(node): State<AppState>) -> Json<serde_json::Value> {
+    let members = node.members().await;
+    Json(serde_json::json!({ "me": node.url(), "members": members }))
+}
+
 #[tracing::instrument(skip_all)]
 async fn healthz() -> Json<serde_json::Value> {
     Json(serde_json::json!({ "status": "ok" }))
@@ -273,6 +281,10 @@ async fn node_info(State(node): State<AppState>) -> Json<serde_json::Value> {
         "compile_memory_mib": c.compile.memory_bytes >> 20,
         "sled_cache_bytes": c.sled_cache_bytes,
         "max_local_sessions": c.max_local_sessions,
+        "demote_idle_ms": c.demote_idle.as_millis() as u64,
+        "local_sessions": node.metrics().local_sessions.get(),
+        "demotions": node.metrics().demotions.get(),
+        "pressure_evictions": node.metrics().pressure_evictions.get(),
         "remote_store": remote,
         "peers": c.peers.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>(),
     }))

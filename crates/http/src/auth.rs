@@ -47,7 +47,11 @@ fn is_open(auth: &AuthConfig, method: &Method, path: &str) -> bool {
     let read = *method == Method::GET
         && matches!(
             segs.as_slice(),
-            ["v1", "functions"] | ["v1", "functions", _] | ["v1", "sessions", _] | ["v1", "node"]
+            ["v1", "functions"]
+                | ["v1", "functions", _]
+                | ["v1", "sessions", _]
+                | ["v1", "node"]
+                | ["v1", "cluster"]
         );
     let invoke =
         *method == Method::POST && matches!(segs.as_slice(), ["v1", "functions", _, "invoke"]);

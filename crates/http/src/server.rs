@@ -46,6 +46,8 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let router = super::router(super::AppState::new(node.clone()));
+    // With a shared Redis, the node shows itself to the cluster while it serves.
+    edge_core::cluster::join(&node);
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(config.max_connections));
     let mut builder = http1::Builder::new();
@@ -95,6 +97,7 @@ pub async fn serve(
     // Nothing to flush once storage stopped (every acknowledged write was
     // flushed; sled can write nothing more); otherwise bounded, so a stuck
     // disk cannot keep the process from exiting.
+    let _ = tokio::time::timeout(Duration::from_secs(2), node.leave_cluster()).await;
     if node.storage().failed().is_some() {
         return Ok(());
     }

@@ -17,11 +17,13 @@
 
 pub mod client;
 pub mod envelope;
+pub mod member;
 pub mod routes;
 pub mod session;
 
 pub use client::{Answer, PeerClient, PeerError, PeerRequest, Retry};
 pub use envelope::{Cost, Envelope, Kind, WireError};
+pub use member::Member;
 /// The URL type of [`routes`] and [`PeerRequest`].
 pub use reqwest::Url;
 pub use session::{ImportRequest, KeyVersion, WireCommit, WireEntry};

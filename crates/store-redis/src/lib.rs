@@ -5,6 +5,12 @@
 //! counter, `edge:version`, so they never repeat. A commit is a single Lua
 //! script: Redis runs it atomically, so the version checks and the writes
 //! cannot interleave with another node's commit.
+//!
+//! [`RedisMembership`]: the cluster's members on the same server.
+
+mod members;
+
+pub use members::RedisMembership;
 
 use async_trait::async_trait;
 use edge_host_api::{Commit, StateStore, StoreError, Versioned, valid_session_id};

@@ -1,11 +1,12 @@
 //! Placement: which node runs each task of a plan, resolved once by the
-//! entry node from the tasks' pins, this node's functions and what its
-//! peers host.
+//! entry node from the tasks' pins, this node's functions, what its peers
+//! host, and — with a shared Redis — the cluster's other members (the
+//! least loaded that hosts the function).
 
 use super::entry::WorkflowError;
 use super::spec::{Plan, SpecError};
 use crate::Workflows;
-use edge_proto::{PeerRequest, routes};
+use edge_proto::{Member, PeerRequest, routes};
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -24,7 +25,9 @@ impl Workflows {
         plan: &Plan,
         budget: Duration,
     ) -> Result<Vec<String>, WorkflowError> {
-        let hosted = self.ask_peers(plan, budget.min(PLACEMENT_LOOKUP)).await?;
+        let wait = budget.min(PLACEMENT_LOOKUP);
+        let (hosted, members) = tokio::join!(self.ask_peers(plan, wait), self.members(wait));
+        let hosted = hosted?;
         let mut nodes = Vec::with_capacity(plan.len());
         let mut unknown = Vec::new();
         for t in &plan.spec.tasks {
@@ -54,7 +57,8 @@ impl Workflows {
                     .peers
                     .iter()
                     .find(|(n, _)| hosts(n))
-                    .map(|(_, u)| u.clone()),
+                    .map(|(_, u)| u.clone())
+                    .or_else(|| least_loaded(&members, &t.function)),
             };
             match url {
                 Some(u) => nodes.push(u),
@@ -67,6 +71,23 @@ impl Workflows {
             return Err(SpecError::UnknownFunctions(unknown).into());
         }
         Ok(nodes)
+    }
+
+    /// The cluster's other live members that are not `--peer`s (their
+    /// functions come with them: nobody is asked), within `wait`.
+    async fn members(&self, wait: Duration) -> Vec<Member> {
+        let all = tokio::time::timeout(wait, self.node.members())
+            .await
+            .unwrap_or_default();
+        let known: Vec<Option<String>> = self
+            .peers
+            .iter()
+            .map(|(_, u)| routes::normalise(u))
+            .chain([routes::normalise(&self.me)])
+            .collect();
+        all.into_iter()
+            .filter(|m| !known.contains(&routes::normalise(&m.url)))
+            .collect()
     }
 
     /// What the peers `plan` may need host, by peer name: those its tasks
@@ -119,4 +140,17 @@ impl Workflows {
         }
         Ok(hosted)
     }
+}
+
+/// The member hosting `function` with the least load (ties: by URL).
+fn least_loaded(members: &[Member], function: &str) -> Option<String> {
+    members
+        .iter()
+        .filter(|m| m.functions.iter().any(|f| f == function))
+        .min_by(|a, b| {
+            a.load()
+                .total_cmp(&b.load())
+                .then_with(|| a.url.cmp(&b.url))
+        })
+        .map(|m| m.url.clone())
 }

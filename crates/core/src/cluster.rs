@@ -1,0 +1,105 @@
+//! The cluster as this node sees it. With a shared Redis (`--remote-store
+//! redis://…`) every node beats its description into it each second (live
+//! for three) and reads the others' from it: peers come from membership as
+//! well as from `--peer`. Without one the node is a cluster of one.
+
+use crate::node::Node;
+use edge_proto::{Member, routes};
+use edge_store_redis::RedisMembership;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+/// How often a node renews its entry.
+pub const BEAT: Duration = Duration::from_secs(1);
+/// How long an entry lives without renewal.
+pub const MEMBER_TTL: Duration = Duration::from_secs(3);
+
+impl Node {
+    /// This node as it describes itself to the cluster.
+    pub fn describe(&self) -> Member {
+        let c = &self.config;
+        let max_in_flight = c.max_pending_invocations.max(1) as u64;
+        Member {
+            url: self.url(),
+            functions: self.registry.list().into_iter().map(|f| f.name).collect(),
+            in_flight: max_in_flight.saturating_sub(self.admission.available_permits() as u64),
+            max_in_flight,
+            local_sessions: self.metrics.local_sessions.get().max(0) as u64,
+            max_local_sessions: c.max_local_sessions as u64,
+            max_instances: u64::from(c.engine.max_instances),
+        }
+    }
+
+    /// The URL other nodes reach this one at.
+    pub fn url(&self) -> String {
+        self.config
+            .public_url
+            .clone()
+            .unwrap_or_else(|| "http://127.0.0.1:7878".into())
+    }
+
+    /// The live members of the cluster, this node included (only this node
+    /// without a shared Redis, or when Redis does not answer).
+    pub async fn members(&self) -> Vec<Member> {
+        let me = self.describe();
+        let Some(membership) = &self.membership else {
+            return vec![me];
+        };
+        match membership.members().await {
+            Ok(mut all) => {
+                all.retain(|m| m.url != me.url);
+                all.push(me);
+                all.sort_by(|a, b| a.url.cmp(&b.url));
+                all
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the cluster's members");
+                vec![me]
+            }
+        }
+    }
+
+    /// True when `url` is a live member other than this node.
+    pub async fn is_member(&self, url: &str) -> bool {
+        let Some(url) = routes::normalise(url) else {
+            return false;
+        };
+        self.members().await.iter().any(|m| {
+            routes::normalise(&m.url).as_deref() == Some(url.as_str()) && m.url != self.url()
+        })
+    }
+
+    /// Leaves the cluster at once (shutdown), instead of after the TTL.
+    pub async fn leave_cluster(&self) {
+        if let Some(m) = &self.membership
+            && let Err(e) = m.leave(&self.url()).await
+        {
+            tracing::warn!(error = %e, "could not leave the cluster");
+        }
+    }
+}
+
+/// Beats `node`'s description into the membership every [`BEAT`] while the
+/// node lives.
+pub(crate) fn spawn_heartbeat(node: Weak<Node>, membership: RedisMembership) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(BEAT);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(node) = node.upgrade() else { break };
+            let me = node.describe();
+            drop(node);
+            if let Err(e) = membership.beat(&me, MEMBER_TTL).await {
+                tracing::warn!(error = %e, "membership heartbeat failed");
+            }
+        }
+    });
+}
+
+/// Starts `node`'s heartbeat if it has a membership.
+pub fn join(node: &Arc<Node>) {
+    if let Some(m) = &node.membership {
+        spawn_heartbeat(Arc::downgrade(node), m.clone());
+    }
+}
