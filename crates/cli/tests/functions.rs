@@ -290,3 +290,34 @@ async fn shutdown_lets_the_call_in_flight_finish() {
         "...after answering the call in flight"
     );
 }
+
+#[tokio::test]
+async fn identical_bytes_are_not_compiled_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(dir.path(), &[]).await;
+    node.deploy("echo", guests::ECHO).await;
+    // The same bytes again, under the same name and under another.
+    node.deploy("echo", guests::ECHO).await;
+    node.deploy("echo2", guests::ECHO).await;
+    assert_eq!(node.metric("edge_compilations_total").await, 1.0);
+    assert_eq!(node.metric("edge_compile_reuses_total").await, 2.0);
+    let info = node.get_json("/v1/functions/echo2").await;
+    assert_eq!(info["compile_ms"], 0.0, "{info}");
+    assert_eq!(node.invoke_ok("echo2", None, "same").await, "same");
+    // Removing one keeps the files the other uses.
+    let r = node
+        .http
+        .delete(node.at("/v1/functions/echo"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(node.invoke_ok("echo2", None, "kept").await, "kept");
+    node.stop().await;
+    let node = TestNode::start(dir.path(), &[]).await;
+    assert_eq!(node.invoke_ok("echo2", None, "after").await, "after");
+    assert_eq!(node.metric("edge_compilations_total").await, 0.0);
+    // Other bytes are compiled.
+    node.deploy("counter", guests::COUNTER).await;
+    assert_eq!(node.metric("edge_compilations_total").await, 1.0);
+}

@@ -21,6 +21,8 @@ pub struct Metrics {
     pub shed: IntCounter,
     /// Peak resident memory of a compiler worker process, bytes.
     pub compile_peak_rss: Histogram,
+    /// Uploads of a component already deployed: not compiled again.
+    pub compile_reuses: IntCounter,
     /// Uploads refused for going past the compile time or memory limit.
     pub compile_refusals: IntCounter,
     /// Artifacts loaded from the cache instead of compiled.
@@ -136,6 +138,10 @@ impl Metrics {
             shed: add.counter(
                 "edge_shed_total",
                 "Invocations refused with 503 beyond the admission limit",
+            )?,
+            compile_reuses: add.counter(
+                "edge_compile_reuses_total",
+                "Uploads of a component already deployed, served by its compiled artifact",
             )?,
             compile_refusals: add.counter(
                 "edge_compile_refusals_total",

@@ -420,7 +420,20 @@ impl Registry {
             .map_err(|e| RegistryError::Compile(e.to_string()))??;
         let size = bytes.len() as u64;
         let digest = sha256_hex(&bytes);
-        let compiled = self.compile(bytes).await?;
+        let compiled = match self.with_digest(&digest) {
+            // The same component is deployed already (under this name or
+            // another): its compiled artifact serves, nothing is compiled.
+            Some(same) => {
+                self.metrics.compile_reuses.inc();
+                Compiled {
+                    component: same.pre.instance_pre().component().clone(),
+                    artifact: same.info.artifact.clone(),
+                    artifact_sha256: same.info.artifact_sha256.clone(),
+                    compile_ms: 0.0,
+                }
+            }
+            None => self.compile(bytes).await?,
+        };
         let info = FunctionInfo {
             name: name.to_owned(),
             digest,
@@ -530,6 +543,16 @@ impl Registry {
     }
 
     /// Deletes a function's files unless another name uses the same component.
+    /// A deployed function whose component has `digest`.
+    fn with_digest(&self, digest: &str) -> Option<Arc<Function>> {
+        self.loaded
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .find(|f| f.info.digest == digest)
+            .cloned()
+    }
+
     fn remove_files_if_unused(&self, info: &FunctionInfo) {
         let still_used = self
             .loaded
