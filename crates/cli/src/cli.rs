@@ -64,6 +64,14 @@ enum Command {
         #[command(flatten)]
         node: NodeArg,
     },
+    /// Bring back the version of NAME its last deploy replaced (a second
+    /// rollback undoes the first).
+    Rollback {
+        /// The function's name.
+        name: String,
+        #[command(flatten)]
+        node: NodeArg,
+    },
     /// Run or check a workflow (a chain or DAG of tasks across nodes).
     Workflow {
         #[command(subcommand)]
@@ -234,6 +242,7 @@ async fn run(cli: Cli) -> Result<()> {
             invoke(&node, &name, session.as_deref(), input, verbose).await
         }
         Command::Functions { node } => functions(&node).await,
+        Command::Rollback { name, node } => rollback(&node, &name).await,
         Command::Session { command, node } => session(&node, command).await,
         Command::Workflow { command, node } => workflow(&node, command).await,
     }
@@ -378,6 +387,24 @@ async fn functions(node: &NodeArg) -> Result<()> {
             &f.digest[..16.min(f.digest.len())]
         );
     }
+    Ok(())
+}
+
+async fn rollback(node: &NodeArg, name: &str) -> Result<()> {
+    let base = node.url.as_str();
+    let response = node
+        .client()?
+        .post(endpoint(base, &format!("/v1/functions/{name}/rollback")))
+        .send()
+        .await
+        .with_context(|| format!("calling {base}"))?;
+    let info: edge_core::registry::FunctionInfo = check(response).await?.json().await?;
+    println!(
+        "{} is back at {} (uploaded at {})",
+        info.name,
+        &info.digest[..16.min(info.digest.len())],
+        info.uploaded_at
+    );
     Ok(())
 }
 

@@ -21,6 +21,7 @@ fn routes() -> Vec<(Method, &'static str, Vec<u8>)> {
         (Method::GET, "/v1/functions/echo", vec![]),
         (Method::DELETE, "/v1/functions/echo", vec![]),
         (Method::POST, "/v1/functions/echo/invoke", b"x".to_vec()),
+        (Method::POST, "/v1/functions/echo/rollback", vec![]),
         (Method::GET, "/v1/node", vec![]),
         (Method::GET, "/v1/cluster", vec![]),
         (Method::GET, "/v1/sessions/s", vec![]),

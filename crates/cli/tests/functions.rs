@@ -321,3 +321,72 @@ async fn identical_bytes_are_not_compiled_again() {
     node.deploy("counter", guests::COUNTER).await;
     assert_eq!(node.metric("edge_compilations_total").await, 1.0);
 }
+
+/// Files under the data dir's `functions/`.
+fn function_files(data: &std::path::Path) -> usize {
+    ["sources", "artifacts"]
+        .iter()
+        .map(|sub| {
+            std::fs::read_dir(data.join("functions").join(sub))
+                .unwrap()
+                .count()
+        })
+        .sum()
+}
+
+async fn rollback(node: &TestNode, name: &str) -> reqwest::Response {
+    node.http
+        .post(node.at(&format!("/v1/functions/{name}/rollback")))
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_redeploy_keeps_the_previous_version_for_a_rollback() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(dir.path(), &[]).await;
+    node.deploy("f", guests::ECHO).await;
+    assert_error(rollback(&node, "f").await, 409, "no_previous").await;
+    assert_error(rollback(&node, "nope").await, 404, "not_found").await;
+    // v2 replaces v1: calls run v2, v1 is kept.
+    node.deploy("f", guests::COUNTER).await;
+    assert_eq!(node.invoke_ok("f", Some("s"), "").await, "1");
+    let info = node.get_json("/v1/functions/f").await;
+    let v1 = info["previous"]["digest"].as_str().unwrap().to_owned();
+    assert_ne!(info["digest"], v1.as_str());
+    // Back to v1 (echo), then forward again to v2 (counter, its state kept).
+    let r = rollback(&node, "f").await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(node.invoke_ok("f", None, "v1 again").await, "v1 again");
+    assert_eq!(
+        node.get_json("/v1/functions/f").await["digest"],
+        v1.as_str()
+    );
+    // Survives a restart, both ways.
+    node.stop().await;
+    let node = TestNode::start(dir.path(), &[]).await;
+    assert_eq!(
+        node.invoke_ok("f", None, "after restart").await,
+        "after restart"
+    );
+    assert_eq!(rollback(&node, "f").await.status(), 200);
+    assert_eq!(node.invoke_ok("f", Some("s"), "").await, "2");
+    // A third version displaces the oldest: its files go.
+    node.deploy("f", guests::MEMO).await;
+    assert_eq!(
+        function_files(dir.path()),
+        4,
+        "current and previous, source and artifact each"
+    );
+    // Delete removes every version.
+    let r = node
+        .http
+        .delete(node.at("/v1/functions/f"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(function_files(dir.path()), 0);
+    assert_error(rollback(&node, "f").await, 404, "not_found").await;
+}

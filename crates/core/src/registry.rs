@@ -13,6 +13,7 @@
 
 mod check;
 mod files;
+mod versions;
 use crate::EngineConfig;
 use crate::compile::{self, CompileConfig, WorkerError};
 use crate::engine::HostState;
@@ -112,6 +113,9 @@ pub enum RegistryError {
     /// A deploy option is out of range.
     #[error("invalid option: {0}")]
     InvalidOption(String),
+    /// A rollback of a function with no previous version.
+    #[error("function {0:?} has no previous version")]
+    NoPrevious(String),
 }
 
 impl From<std::io::Error> for RegistryError {
@@ -150,6 +154,9 @@ pub struct Registry {
     sources: PathBuf,
     artifacts: PathBuf,
     meta: sled::Tree,
+    /// The version each function's last deploy replaced.
+    previous: sled::Tree,
+    previous_infos: RwLock<HashMap<String, FunctionInfo>>,
     writer: SledWriter,
     loaded: RwLock<HashMap<String, Arc<Function>>>,
     compile_slots: Semaphore,
@@ -183,6 +190,8 @@ impl Registry {
             sources,
             artifacts,
             meta: writer.db().open_tree("functions")?,
+            previous: writer.db().open_tree("previous_versions")?,
+            previous_infos: RwLock::new(HashMap::new()),
             writer,
             loaded: RwLock::new(HashMap::new()),
             compile_slots: Semaphore::new(compile.concurrency.max(1)),
@@ -196,6 +205,17 @@ impl Registry {
 
     async fn load_all(&self) -> Result<(), RegistryError> {
         let mut referenced = std::collections::HashSet::new();
+        // Previous versions are not loaded (a rollback loads one), but
+        // their files stay.
+        let previous = self.read_previous()?;
+        for info in previous.values() {
+            referenced.insert(format!("{}.wasm", info.digest));
+            referenced.insert(info.artifact.clone());
+        }
+        *self
+            .previous_infos
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = previous;
         for item in self.meta.iter() {
             let (_, raw) = item?;
             let Ok(info) = serde_json::from_slice::<FunctionInfo>(&raw) else {
@@ -465,10 +485,11 @@ impl Registry {
             }
         };
         self.insert_loaded(function);
-        if let Some(prev) =
-            previous.and_then(|raw| serde_json::from_slice::<FunctionInfo>(&raw).ok())
-        {
-            self.remove_files_if_unused(&prev);
+        // The version replaced becomes the previous one (a redeploy of the
+        // same component keeps the previous one there is).
+        let replaced = previous.and_then(|raw| serde_json::from_slice::<FunctionInfo>(&raw).ok());
+        if let Some(prev) = replaced.filter(|p| p.digest != info.digest) {
+            self.set_previous(name, Some(prev)).await?;
         }
         self.metrics.functions.set(self.len() as i64);
         tracing::info!(digest = %info.digest, compile_ms = info.compile_ms, "deployed");
@@ -537,12 +558,12 @@ impl Registry {
             .remove(name)
             .ok_or_else(|| RegistryError::NotFound(name.to_owned()))?;
         self.put_record(name, None).await?;
+        self.set_previous(name, None).await?;
         self.remove_files_if_unused(&removed.info);
         self.metrics.functions.set(self.len() as i64);
         Ok(removed.info.clone())
     }
 
-    /// Deletes a function's files unless another name uses the same component.
     /// A deployed function whose component has `digest`.
     fn with_digest(&self, digest: &str) -> Option<Arc<Function>> {
         self.loaded
@@ -553,13 +574,21 @@ impl Registry {
             .cloned()
     }
 
+    /// Deletes a function's files unless another name uses the same component.
     fn remove_files_if_unused(&self, info: &FunctionInfo) {
-        let still_used = self
+        let loaded = self
             .loaded
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .values()
             .any(|f| f.info.digest == info.digest);
+        let kept = self
+            .previous_infos
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .any(|p| p.digest == info.digest);
+        let still_used = loaded || kept;
         if !still_used {
             let _ = std::fs::remove_file(self.sources.join(format!("{}.wasm", info.digest)));
             let _ = std::fs::remove_file(self.artifacts.join(&info.artifact));

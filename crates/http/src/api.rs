@@ -89,6 +89,7 @@ pub fn router(node: AppState) -> Router {
             get(get_function).put(deploy).delete(delete_function),
         )
         .route("/v1/functions/{name}/invoke", post(invoke))
+        .route("/v1/functions/{name}/rollback", post(rollback))
         .route(
             "/v1/sessions/{id}",
             get(sessions::get_session).delete(sessions::delete_session),
@@ -299,8 +300,25 @@ async fn list_functions(State(node): State<AppState>) -> Json<Vec<FunctionInfo>>
 async fn get_function(
     State(node): State<AppState>,
     Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let info = node.registry().get(&name)?.info.clone();
+    let mut out = serde_json::to_value(&info).unwrap_or_default();
+    // The version a rollback would bring back.
+    out["previous"] = match node.registry().previous(&name) {
+        Some(p) => serde_json::json!({ "digest": p.digest, "uploaded_at": p.uploaded_at }),
+        None => serde_json::Value::Null,
+    };
+    Ok(Json(out))
+}
+
+/// Makes the function's previous version current (and the current one
+/// previous).
+#[tracing::instrument(skip(node))]
+async fn rollback(
+    State(node): State<AppState>,
+    Path(name): Path<String>,
 ) -> Result<Json<FunctionInfo>, ApiError> {
-    Ok(Json(node.registry().get(&name)?.info.clone()))
+    Ok(Json(node.registry().rollback(&name).await?))
 }
 
 /// Query of `PUT /v1/functions/{name}`.

@@ -99,6 +99,7 @@ impl From<RegistryError> for ApiError {
             RegistryError::Storage(_) => (StatusCode::INTERNAL_SERVER_ERROR, "storage"),
             RegistryError::Full(_) => (StatusCode::INSUFFICIENT_STORAGE, "disk_full"),
             RegistryError::InvalidOption(_) => (StatusCode::BAD_REQUEST, "invalid_option"),
+            RegistryError::NoPrevious(_) => (StatusCode::CONFLICT, "no_previous"),
         };
         ApiError::new(status, kind, e.to_string())
     }
