@@ -117,3 +117,133 @@ async fn a_node_without_redis_is_a_cluster_of_one() {
     assert_eq!(view["me"], a.url.as_str());
     assert_eq!(member_urls(&a).await, vec![a.url.clone()]);
 }
+
+/// A proxy to `to` (host:port) that passes requests on and drops the
+/// answers: the caller sees its connection close unanswered.
+async fn reply_eater(to: String) -> String {
+    use tokio::io::AsyncReadExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let to = to.clone();
+            tokio::spawn(async move {
+                let upstream = tokio::net::TcpStream::connect(&to).await.unwrap();
+                let (mut from_client, to_client) = client.into_split();
+                let (mut from_upstream, mut to_upstream) = upstream.into_split();
+                let pass = tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut from_client, &mut to_upstream).await;
+                });
+                let mut buf = vec![0u8; 1 << 16];
+                let _ = from_upstream.read(&mut buf).await;
+                // The answer came, and is dropped with the connection.
+                pass.abort();
+                drop(to_client);
+            });
+        }
+    });
+    url
+}
+
+#[tokio::test]
+async fn every_local_session_has_one_owner_that_every_node_reaches() {
+    let redis = RedisServer::start().await;
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let store = ["--remote-store", redis.url.as_str()];
+    let b = TestNode::start(dirs[1].path(), &store).await;
+    // A knows B also through a proxy that loses every answer.
+    let eater = reply_eater(b.url.trim_start_matches("http://").to_owned()).await;
+    let lossy = format!("lossy={eater}");
+    let a = TestNode::start(dirs[0].path(), &[&store[..], &["--peer", &lossy]].concat()).await;
+    for n in [&a, &b] {
+        n.deploy("counter", guests::COUNTER).await;
+    }
+    wait_for_members(&a, &[&a.url, &b.url], Duration::from_secs(5)).await;
+
+    // Local at A: a call that reaches B is served by A, on A's state.
+    a.set_mode("s", "local").await;
+    assert_eq!(a.invoke_ok("counter", Some("s"), "").await, "1");
+    let r = b.invoke("counter", Some("s"), "").await;
+    assert_eq!(r.headers()["edge-owner"], a.url.as_str());
+    assert_eq!(r.text().await.unwrap(), "2");
+    // B cannot take it (it is sent to A, where it is local already).
+    let got = b.set_mode("s", "local").await;
+    assert_eq!(got["mode"], "local", "{got}");
+    assert_eq!(a.session("s").await["mode"], "local");
+    assert_eq!(b.session("s").await["mode"], "remote");
+    assert_eq!(b.invoke_ok("counter", Some("s"), "").await, "3");
+
+    // Two nodes racing to take one session: one wins, calls go there.
+    let (ra, rb) = tokio::join!(
+        a.http
+            .put(a.at("/v1/sessions/race/mode"))
+            .json(&json!({ "mode": "local" }))
+            .send(),
+        b.http
+            .put(b.at("/v1/sessions/race/mode"))
+            .json(&json!({ "mode": "local" }))
+            .send(),
+    );
+    assert!(ra.unwrap().status().is_success() && rb.unwrap().status().is_success());
+    let mut owners = 0;
+    for n in [&a, &b] {
+        if n.session("race").await["mode"] == "local" {
+            owners += 1;
+        }
+    }
+    assert_eq!(owners, 1, "exactly one node holds the session");
+    for (i, n) in [&a, &b, &a, &b].into_iter().enumerate() {
+        assert_eq!(
+            n.invoke_ok("counter", Some("race"), "").await,
+            (i + 1).to_string()
+        );
+    }
+
+    // Deleting on the node that does not hold it deletes the one session.
+    let r = b.http.delete(b.at("/v1/sessions/s")).send().await.unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    assert_eq!(
+        a.invoke_ok("counter", Some("s"), "").await,
+        "1",
+        "gone at A too"
+    );
+
+    // A migration whose answer is lost leaves A the owner: B got the state
+    // but never serves it; every call, on either node, continues one count.
+    a.set_mode("m", "local").await;
+    assert_eq!(a.invoke_ok("counter", Some("m"), "").await, "1");
+    let r = a
+        .http
+        .post(a.at("/v1/sessions/m/migrate"))
+        .json(&json!({ "to": eater }))
+        .send()
+        .await
+        .unwrap();
+    assert!(!r.status().is_success(), "the answer was lost");
+    assert_eq!(b.session("m").await["mode"], "local", "B has a copy");
+    let mut expect = 2;
+    for n in [&a, &b, &b, &a] {
+        assert_eq!(
+            n.invoke_ok("counter", Some("m"), "").await,
+            expect.to_string()
+        );
+        expect += 1;
+    }
+    // The real hand-over then moves it: B owns it, A forwards.
+    let r = a
+        .http
+        .post(a.at("/v1/sessions/m/migrate"))
+        .json(&json!({ "to": b.url }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    for n in [&b, &a] {
+        assert_eq!(
+            n.invoke_ok("counter", Some("m"), "").await,
+            expect.to_string()
+        );
+        expect += 1;
+    }
+    assert_eq!(b.session("m").await["mode"], "local");
+}

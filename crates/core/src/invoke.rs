@@ -250,6 +250,10 @@ impl Node {
                     return Err(InvokeError::Moved(url.clone()));
                 }
                 if inner.record.mode == SessionMode::Remote {
+                    // Local-state on another node: its state is there.
+                    if let Some(owner) = self.sessions.owner_elsewhere(&session.id).await? {
+                        return Err(InvokeError::Moved(owner));
+                    }
                     let desired = inner.record.desired;
                     let (output, requested) = self
                         .run_remote(function, &session.id, inputs, deadline)
@@ -264,11 +268,17 @@ impl Node {
                     let mut reason = None;
                     if want == SessionMode::Local {
                         let mut inner = session.write_by(deadline).await?;
-                        reason = self
+                        reason = match self
                             .sessions
                             .transition(session, &mut inner, want, trigger)
-                            .await?
-                            .reason;
+                            .await
+                        {
+                            Ok(outcome) => outcome.reason,
+                            // Another node took it meanwhile: this call is
+                            // done (and committed); the next one goes there.
+                            Err(SessionError::Moved(_)) => Some("owned_elsewhere"),
+                            Err(e) => return Err(e.into()),
+                        };
                     }
                     return Ok(Served {
                         output,
@@ -281,6 +291,9 @@ impl Node {
             let mut inner = session.write_by(deadline).await?;
             if inner.record.mode != SessionMode::Local || inner.record.moved_to.is_some() {
                 continue;
+            }
+            if let Some(owner) = self.sessions.confirm_local(session).await? {
+                return Err(InvokeError::Moved(owner));
             }
             let (output, start, requested) = self
                 .run_pinned(function, session, &mut inner, inputs, deadline)
@@ -379,6 +392,9 @@ impl Node {
                 Err(StoreError::Conflict { key }) => {
                     self.conflicted(&key, attempt, deadline).await?
                 }
+                // Another node took the session meanwhile: nothing was
+                // written; the call goes to it.
+                Err(StoreError::Owned(owner)) => return Err(InvokeError::Moved(owner)),
                 Err(e) => return Err(e.into()),
             }
         }

@@ -104,13 +104,24 @@ impl Node {
         .await?;
         let local = Arc::new(SledStore::with_writer(writer.clone())?);
         let peer = PeerClient::new(config.auth.outgoing());
+        let me = config
+            .public_url
+            .clone()
+            .unwrap_or_else(|| "http://127.0.0.1:7878".into());
+        let directory = match &config.remote_store {
+            RemoteStore::Redis(url) => Some(crate::session::Directory {
+                redis: edge_store_redis::RedisDirectory::connect(url).await?,
+                me: me.clone(),
+            }),
+            _ => None,
+        };
         let membership = match &config.remote_store {
             RemoteStore::Redis(url) => Some(edge_store_redis::RedisMembership::connect(url).await?),
             _ => None,
         };
         let remote: Option<Arc<dyn StateStore>> = match &config.remote_store {
             RemoteStore::Local => None,
-            RemoteStore::Redis(url) => Some(Arc::new(RedisStore::connect(url).await?)),
+            RemoteStore::Redis(url) => Some(Arc::new(RedisStore::connect(url).await?.as_node(&me))),
             RemoteStore::Peer(url) => Some(Arc::new(PeerStore::new(url, peer.clone())?)),
         };
         let sessions = Sessions::open(
@@ -123,6 +134,7 @@ impl Node {
                 demote_idle: config.demote_idle,
                 wait: config.invoke_deadline,
             },
+            directory,
             metrics.clone(),
         )?;
         let instance_slots = Arc::new(Semaphore::new(config.engine.max_instances as usize));

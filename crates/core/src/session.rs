@@ -25,8 +25,12 @@ use tokio::sync::{OwnedSemaphorePermit, RwLock};
 use wasmtime::Store;
 
 mod migrate;
+mod owner;
 mod room;
+mod transition;
+
 pub use migrate::MigrationReport;
+pub use owner::Directory;
 
 /// Where a session's state lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -133,6 +137,8 @@ pub struct Session {
     gate: RwLock<Inner>,
     invocations: AtomicU64,
     last_used_ms: AtomicU64,
+    /// This node is known to own it in the directory (see `owner`).
+    confirmed: std::sync::atomic::AtomicBool,
 }
 
 /// `wait` for the gate, at most until `deadline`.
@@ -248,6 +254,8 @@ pub struct Sessions {
     wait: Duration,
     epoch: Instant,
     metrics: Arc<Metrics>,
+    /// With a shared Redis: who owns each local-state session.
+    directory: Option<Directory>,
 }
 
 impl Sessions {
@@ -258,6 +266,7 @@ impl Sessions {
         local: Arc<SledStore>,
         remote: Option<Arc<dyn StateStore>>,
         policy: Policy,
+        directory: Option<Directory>,
         metrics: Arc<Metrics>,
     ) -> Result<Arc<Self>, SessionError> {
         let Policy {
@@ -302,6 +311,7 @@ impl Sessions {
             wait,
             epoch: Instant::now(),
             metrics,
+            directory,
         });
         {
             let mut table = sessions.table.lock().unwrap_or_else(|p| p.into_inner());
@@ -369,6 +379,7 @@ impl Sessions {
             }),
             invocations: AtomicU64::new(0),
             last_used_ms: AtomicU64::new(self.epoch.elapsed().as_millis() as u64),
+            confirmed: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -401,118 +412,6 @@ impl Sessions {
         Ok(())
     }
 
-    /// Moves `session` (whose gate the caller holds exclusively, as `inner`)
-    /// to `to`. A move to local beyond the cap is refused: the session stays
-    /// remote and remembers it asked.
-    pub async fn transition(
-        &self,
-        session: &Session,
-        inner: &mut Inner,
-        to: SessionMode,
-        trigger: Trigger,
-    ) -> Result<ModeOutcome, SessionError> {
-        if let Some(url) = &inner.record.moved_to {
-            return Err(SessionError::Moved(url.clone()));
-        }
-        let from = inner.record.mode;
-        if from == to {
-            if inner.record.desired != to {
-                inner.record.desired = to;
-                self.save(&session.id, &inner.record).await?;
-            }
-            return Ok(ModeOutcome {
-                mode: to,
-                reason: None,
-                duration_us: 0,
-            });
-        }
-        if to == SessionMode::Local
-            && !self.admit_local()
-            && !(self.make_room(&session.id).await && self.admit_local())
-        {
-            if inner.record.desired != SessionMode::Local {
-                inner.record.desired = SessionMode::Local;
-                self.save(&session.id, &inner.record).await?;
-            }
-            return Ok(ModeOutcome {
-                mode: SessionMode::Remote,
-                reason: Some("capacity"),
-                duration_us: 0,
-            });
-        }
-        let started = Instant::now();
-        let (source, dest) = (self.store_for(from), self.store_for(to));
-        let moved = async {
-            if !self.remote_is_local {
-                let entries = export(source.as_ref(), &session.id).await?;
-                dest.delete_session(&session.id).await?;
-                dest.commit(&session.id, &replace_all(&entries)).await?;
-            }
-            inner.record = Record {
-                mode: to,
-                desired: to,
-                moved_to: None,
-            };
-            self.save(&session.id, &inner.record).await?;
-            if !self.remote_is_local
-                && let Err(e) = source.delete_session(&session.id).await
-            {
-                tracing::warn!(session = %session.id, error = %e, "could not clear the old copy; it is stale and will be overwritten");
-            }
-            Ok::<_, SessionError>(())
-        }
-        .await;
-        if let Err(e) = moved {
-            if to == SessionMode::Local {
-                self.release_local();
-            }
-            return Err(e);
-        }
-        if to == SessionMode::Remote {
-            self.drop_pinned(inner);
-            self.release_local();
-        }
-        let took = started.elapsed();
-        self.metrics
-            .transitions
-            .with_label_values(&[from.as_str(), to.as_str(), trigger.as_str()])
-            .inc();
-        self.metrics.transition_seconds.observe(took.as_secs_f64());
-        tracing::info!(session = %session.id, from = from.as_str(), to = to.as_str(), trigger = trigger.as_str(), us = took.as_micros() as u64, "transition");
-        Ok(ModeOutcome {
-            mode: to,
-            reason: None,
-            duration_us: took.as_micros() as u64,
-        })
-    }
-
-    fn admit_local(&self) -> bool {
-        let admitted = self
-            .local_sessions
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < self.max_local).then_some(n + 1)
-            })
-            .is_ok();
-        self.metrics
-            .local_sessions
-            .set(self.local_sessions.load(Ordering::Acquire) as i64);
-        admitted
-    }
-
-    fn release_local(&self) {
-        let _ = self
-            .local_sessions
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
-        self.metrics
-            .local_sessions
-            .set(self.local_sessions.load(Ordering::Acquire) as i64);
-    }
-
-    /// Drops every instance pinned to a session.
-    pub fn drop_pinned(&self, inner: &mut Inner) {
-        inner.pinned.clear();
-    }
-
     /// Every key of a session with its value and version, from the store its
     /// mode names. The caller holds the gate.
     pub async fn entries(
@@ -527,6 +426,18 @@ impl Sessions {
     pub async fn delete(&self, id: &str) -> Result<usize, SessionError> {
         let session = self.get(id)?;
         let mut inner = session.write_by(self.deadline()).await?;
+        // A session that moved, or that another node owns, is deleted
+        // there: deleting a stale copy here would split it in two.
+        if let Some(url) = &inner.record.moved_to {
+            return Err(SessionError::Moved(url.clone()));
+        }
+        let local_here = inner.record.mode == SessionMode::Local;
+        if !local_here && let Some(owner) = self.owner_elsewhere(id).await? {
+            return Err(SessionError::Moved(owner));
+        }
+        if local_here && let Some(owner) = self.confirm_local(&session).await? {
+            return Err(SessionError::Moved(owner));
+        }
         let mut deleted = self.local.delete_session(id).await?;
         if !self.remote_is_local {
             deleted += self.remote.delete_session(id).await?;
@@ -537,6 +448,9 @@ impl Sessions {
         self.drop_pinned(&mut inner);
         inner.record = Record::default();
         self.save(id, &inner.record).await?;
+        if local_here {
+            self.give_up(id).await;
+        }
         Ok(deleted)
     }
 

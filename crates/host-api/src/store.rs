@@ -52,6 +52,10 @@ pub enum StoreError {
     /// The backend failed (I/O, an unreachable server).
     #[error("state store: {0}")]
     Backend(String),
+    /// The session is in local-state mode on another node (named), which
+    /// holds its state: nothing was written here.
+    #[error("the session is owned by {0}, which holds its state")]
+    Owned(String),
 }
 
 /// True for the error a full disk gives (ENOSPC, or EDQUOT: over quota).

@@ -113,6 +113,7 @@ impl From<StoreError> for ApiError {
             StoreError::Backend(_) => (StatusCode::SERVICE_UNAVAILABLE, "state_store"),
             StoreError::Full(_) => (StatusCode::INSUFFICIENT_STORAGE, "disk_full"),
             StoreError::Timeout => (StatusCode::GATEWAY_TIMEOUT, "deadline"),
+            StoreError::Owned(_) => (StatusCode::CONFLICT, "owned_elsewhere"),
         };
         ApiError::new(status, kind, e.to_string())
     }

@@ -62,8 +62,37 @@ pub async fn delete_session(
     State(node): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let deleted = node.delete_session(&id).await?;
-    Ok(Json(serde_json::json!({ "deleted": deleted })))
+    match node.delete_session(&id).await {
+        Ok(deleted) => Ok(Json(serde_json::json!({ "deleted": deleted }))),
+        // The session lives on another node: deleted there, so that it is
+        // never split into a copy here and one there.
+        Err(SessionError::Moved(owner)) => forward_delete(&node, &owner, &id).await,
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Deletes session `id` on `owner`, answering with its answer.
+async fn forward_delete(
+    node: &AppState,
+    owner: &str,
+    id: &str,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let failed = |e: edge_proto::PeerError| {
+        ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "forward_failed",
+            format!("the session is at {owner}, which did not delete it: {e}"),
+        )
+    };
+    let url = edge_proto::routes::session(owner, id, &[]).map_err(failed)?;
+    let request = edge_proto::PeerRequest::delete(url).timeout(node.config().invoke_deadline);
+    let answer = node
+        .peer()
+        .send(request)
+        .await
+        .and_then(|a| a.success())
+        .map_err(failed)?;
+    Ok(Json(answer.json().map_err(failed)?))
 }
 
 #[tracing::instrument(skip(node, req))]

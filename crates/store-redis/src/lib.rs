@@ -6,10 +6,13 @@
 //! script: Redis runs it atomically, so the version checks and the writes
 //! cannot interleave with another node's commit.
 //!
-//! [`RedisMembership`]: the cluster's members on the same server.
+//! [`RedisMembership`]: the cluster's members on the same server;
+//! [`RedisDirectory`]: which node owns each local-state session.
 
+mod directory;
 mod members;
 
+pub use directory::{Owner, RedisDirectory};
 pub use members::RedisMembership;
 
 use async_trait::async_trait;
@@ -21,14 +24,21 @@ use redis::aio::ConnectionManager;
 pub struct RedisStore {
     conn: ConnectionManager,
     commit: redis::Script,
+    /// The node committing (the directory's name for it), if in a cluster.
+    me: String,
 }
 
-/// KEYS[1] = the session hash. ARGV = n_reads, (key, version|"") × n_reads,
-/// n_writes, (op, key, value) × n_writes with op "s" (set) or "d" (delete).
-/// Returns "" on success or the key whose version changed.
+/// KEYS[1] = the session hash, KEYS[2] = its directory entry. ARGV = the
+/// committing node, n_reads, (key, version|"") × n_reads, n_writes,
+/// (op, key, value) × n_writes with op "s" (set) or "d" (delete).
+/// Returns "" on success, the key whose version changed, or NUL + the owner
+/// when another node owns the session (the fence: a node that is not the
+/// owner never writes a local-state session's keys).
 const COMMIT_SCRIPT: &str = r#"
 local h = KEYS[1]
-local i = 1
+local owner = redis.call('HGET', KEYS[2], 'owner')
+if owner and owner ~= ARGV[1] then return '\0' .. owner end
+local i = 2
 local n = tonumber(ARGV[i]); i = i + 1
 for _ = 1, n do
   local key, seen = ARGV[i], ARGV[i + 1]; i = i + 2
@@ -75,7 +85,15 @@ impl RedisStore {
         Ok(Self {
             conn,
             commit: redis::Script::new(COMMIT_SCRIPT),
+            me: String::new(),
         })
+    }
+
+    /// The store as node `me` uses it: its commits pass the directory's
+    /// fence for sessions `me` owns.
+    pub fn as_node(mut self, me: &str) -> Self {
+        self.me = me.to_owned();
+        self
     }
 }
 
@@ -123,7 +141,8 @@ impl StateStore for RedisStore {
         }
         let h = hash_key(session)?;
         let mut invocation = self.commit.key(&h);
-        invocation.arg(commit.reads.len());
+        invocation.key(format!("edge:own:{session}"));
+        invocation.arg(&self.me).arg(commit.reads.len());
         for (key, seen) in &commit.reads {
             invocation
                 .arg(key)
@@ -143,6 +162,8 @@ impl StateStore for RedisStore {
             .map_err(redis_error)?;
         if conflict.is_empty() {
             Ok(())
+        } else if let Some(owner) = conflict.strip_prefix('\0') {
+            Err(StoreError::Owned(owner.to_owned()))
         } else {
             Err(StoreError::Conflict { key: conflict })
         }

@@ -36,6 +36,9 @@ impl Sessions {
         tokio::time::timeout(wait, send(entries))
             .await
             .map_err(|_| SessionError::Busy(wait))??;
+        // The commit point: from here the target owns it. Before it, a lost
+        // answer leaves this node the owner, and the target's copy unserved.
+        self.hand_over(session, to).await?;
         inner.record = Record {
             mode: SessionMode::Remote,
             desired: SessionMode::Remote,
@@ -63,6 +66,10 @@ impl Sessions {
     ) -> Result<ModeOutcome, SessionError> {
         let session = self.get(id)?;
         let mut inner = session.write_by(self.deadline()).await?;
+        // Served only once the directory names this node (see `owner`).
+        session
+            .confirmed
+            .store(false, std::sync::atomic::Ordering::Release);
         let was_local = inner.record.mode == SessionMode::Local && inner.record.moved_to.is_none();
         if !was_local && !self.admit_local() {
             return Ok(ModeOutcome {

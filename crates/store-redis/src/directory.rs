@@ -1,0 +1,162 @@
+//! The session directory on the shared Redis: which node owns each
+//! local-state session, with an epoch that grows at every change of owner.
+//! A session in remote-state mode has no entry. Every change is one Lua
+//! script, so two nodes can never both take a session.
+
+use edge_host_api::{StoreError, valid_session_id};
+use redis::aio::ConnectionManager;
+use std::time::Duration;
+
+/// KEYS[1] = the entry. ARGV = me. Takes the session if nobody owns it.
+/// Returns {owner, epoch}.
+const CLAIM: &str = r#"
+local owner = redis.call('HGET', KEYS[1], 'owner')
+if owner then return {owner, redis.call('HGET', KEYS[1], 'epoch')} end
+local epoch = redis.call('INCR', 'edge:epoch')
+redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'epoch', epoch)
+return {ARGV[1], tostring(epoch)}
+"#;
+
+/// KEYS[1] = the entry. ARGV = from, to. Returns {owner, epoch} after.
+const TRANSFER: &str = r#"
+local owner = redis.call('HGET', KEYS[1], 'owner')
+if owner ~= ARGV[1] then
+  if not owner then return {} end
+  return {owner, redis.call('HGET', KEYS[1], 'epoch')}
+end
+local epoch = redis.call('INCR', 'edge:epoch')
+redis.call('HSET', KEYS[1], 'owner', ARGV[2], 'epoch', epoch)
+return {ARGV[2], tostring(epoch)}
+"#;
+
+/// KEYS[1] = the entry. ARGV = me. Drops it if it names me. Returns 1/0.
+const RELEASE: &str = r#"
+if redis.call('HGET', KEYS[1], 'owner') == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+return 0
+"#;
+
+/// Who owns a session, and since which change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owner {
+    /// The owner's URL.
+    pub url: String,
+    /// Grows at every change of owner.
+    pub epoch: u64,
+}
+
+/// The session directory, on a Redis server.
+#[derive(Clone)]
+pub struct RedisDirectory {
+    conn: ConnectionManager,
+    claim: redis::Script,
+    transfer: redis::Script,
+    release: redis::Script,
+}
+
+fn error(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(format!("directory: {e}"))
+}
+
+fn entry(session: &str) -> Result<String, StoreError> {
+    if !valid_session_id(session) {
+        return Err(StoreError::InvalidSession);
+    }
+    Ok(format!("edge:own:{session}"))
+}
+
+fn owner(reply: Vec<String>) -> Result<Option<Owner>, StoreError> {
+    match reply.as_slice() {
+        [] => Ok(None),
+        [url, epoch] => Ok(Some(Owner {
+            url: url.clone(),
+            epoch: epoch.parse().map_err(error)?,
+        })),
+        other => Err(error(format!("unexpected reply {other:?}"))),
+    }
+}
+
+impl RedisDirectory {
+    /// Connects to `url`; every command is bounded as the store's are.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let client = redis::Client::open(url).map_err(error)?;
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Duration::from_secs(5))
+            .set_response_timeout(Duration::from_secs(5));
+        let conn = ConnectionManager::new_with_config(client, config)
+            .await
+            .map_err(error)?;
+        Ok(Self {
+            conn,
+            claim: redis::Script::new(CLAIM),
+            transfer: redis::Script::new(TRANSFER),
+            release: redis::Script::new(RELEASE),
+        })
+    }
+
+    /// Who owns `session` (`None`: nobody, it is remote-state).
+    pub async fn owner(&self, session: &str) -> Result<Option<Owner>, StoreError> {
+        let mut conn = self.conn.clone();
+        let (url, epoch): (Option<String>, Option<String>) = redis::cmd("HMGET")
+            .arg(entry(session)?)
+            .arg("owner")
+            .arg("epoch")
+            .query_async(&mut conn)
+            .await
+            .map_err(error)?;
+        match (url, epoch) {
+            (Some(url), Some(epoch)) => owner(vec![url, epoch]),
+            _ => Ok(None),
+        }
+    }
+
+    /// Takes `session` for `me` unless another node owns it; returns the
+    /// owner after (`me` when taken, or already owned by `me`).
+    pub async fn claim(&self, session: &str, me: &str) -> Result<Owner, StoreError> {
+        let mut conn = self.conn.clone();
+        let reply: Vec<String> = self
+            .claim
+            .key(entry(session)?)
+            .arg(me)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(error)?;
+        owner(reply)?.ok_or_else(|| error("claim answered nothing"))
+    }
+
+    /// Hands `session` from `from` to `to` if `from` owns it; returns the
+    /// owner after (`None`: nobody owned it).
+    pub async fn transfer(
+        &self,
+        session: &str,
+        from: &str,
+        to: &str,
+    ) -> Result<Option<Owner>, StoreError> {
+        let mut conn = self.conn.clone();
+        let reply: Vec<String> = self
+            .transfer
+            .key(entry(session)?)
+            .arg(from)
+            .arg(to)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(error)?;
+        owner(reply)
+    }
+
+    /// Gives `session` up if `me` owns it (it leaves local-state mode, or
+    /// is deleted). True when it was `me`'s.
+    pub async fn release(&self, session: &str, me: &str) -> Result<bool, StoreError> {
+        let mut conn = self.conn.clone();
+        let released: i64 = self
+            .release
+            .key(entry(session)?)
+            .arg(me)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(error)?;
+        Ok(released == 1)
+    }
+}
