@@ -135,6 +135,10 @@ settings! {
         /// call).
         #[arg(long)]
         demote_idle_ms: u64 = 60_000;
+        /// A remote-state session called at least this many times a second
+        /// is made local by the node (taking a free or idle place); 0: never.
+        #[arg(long)]
+        promote_calls_per_sec: f64 = 0.0;
         /// Another node, for workflows: NAME=URL (repeatable; in the file, a
         /// `[peers]` table of NAME = "URL").
         #[arg(long = "peer", value_parser = parse_peer)]
@@ -204,7 +208,7 @@ macro_rules! show_display {
         }
     )*};
 }
-show_display!(u32, u64, usize, bool, String);
+show_display!(u32, u64, usize, f64, bool, String);
 
 impl Show for PathBuf {
     fn show(&self) -> String {

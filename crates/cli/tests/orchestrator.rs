@@ -87,3 +87,39 @@ async fn pool_pressure_evicts_an_idle_pinned_instance_before_refusing() {
     assert_eq!(node.invoke_ok("counter", Some("p2"), "").await, "2");
     assert_eq!(node.session("p1").await["mode"], "local");
 }
+
+#[tokio::test]
+async fn a_hot_remote_session_is_made_local_and_a_slow_one_is_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(dir.path(), &["--promote-calls-per-sec", "20"]).await;
+    node.deploy("counter", guests::COUNTER).await;
+    // A slow session: a call every 300 ms stays remote-state.
+    for n in 1..=5 {
+        assert_eq!(
+            node.invoke_ok("counter", Some("slow"), "").await,
+            n.to_string()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(node.session("slow").await["mode"], "remote");
+    // A hot one, called back to back, is made local once a second of calls
+    // shows its rate; its count goes on.
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    let mut n = 0;
+    loop {
+        n += 1;
+        let r = node.invoke("counter", Some("hot"), "").await;
+        let mode = r.headers()["edge-mode"].to_str().unwrap().to_owned();
+        assert_eq!(r.text().await.unwrap(), n.to_string());
+        if mode == "local" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "never promoted after {n} calls"
+        );
+    }
+    assert_eq!(node.session("hot").await["mode"], "local");
+    assert_eq!(node.metric("edge_promotions_total").await, 1.0);
+    assert_eq!(node.session("slow").await["mode"], "remote");
+}

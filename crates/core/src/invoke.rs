@@ -261,8 +261,10 @@ impl Node {
                     drop(inner);
                     // A guest's request, or an earlier wish for local that
                     // capacity refused, is tried once the call is done.
+                    let hot = desired == SessionMode::Remote && self.sessions.is_hot(session);
                     let (want, trigger) = match requested.map(SessionMode::from_wit) {
                         Some(m) => (m, Trigger::Guest),
+                        None if hot => (SessionMode::Local, Trigger::Policy),
                         None => (desired, Trigger::Policy),
                     };
                     let mut reason = None;
@@ -273,7 +275,12 @@ impl Node {
                             .transition(session, &mut inner, want, trigger)
                             .await
                         {
-                            Ok(outcome) => outcome.reason,
+                            Ok(outcome) => {
+                                if hot && outcome.mode == SessionMode::Local {
+                                    self.metrics.promotions.inc();
+                                }
+                                outcome.reason
+                            }
                             // Another node took it meanwhile: this call is
                             // done (and committed); the next one goes there.
                             Err(SessionError::Moved(_)) => Some("owned_elsewhere"),

@@ -45,6 +45,8 @@ pub struct Metrics {
     pub evictions: IntCounter,
     /// Local sessions demoted to remote-state to make room for another.
     pub demotions: IntCounter,
+    /// Remote sessions made local for their call rate.
+    pub promotions: IntCounter,
     /// Pinned instances dropped because every instance slot was held.
     pub pressure_evictions: IntCounter,
     /// Workflow tasks waiting on this node for inputs or states.
@@ -177,6 +179,10 @@ impl Metrics {
             demotions: add.counter(
                 "edge_demotions_total",
                 "Idle local sessions demoted to remote-state to make room for one that asked",
+            )?,
+            promotions: add.counter(
+                "edge_promotions_total",
+                "Remote sessions made local by the node for their call rate",
             )?,
             pressure_evictions: add.counter(
                 "edge_pressure_evictions_total",

@@ -132,6 +132,7 @@ impl Node {
                 max_local: config.max_local_sessions,
                 ttl: config.pin_ttl,
                 demote_idle: config.demote_idle,
+                promote_rate: config.promote_calls_per_sec,
                 wait: config.invoke_deadline,
             },
             directory,

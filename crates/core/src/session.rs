@@ -139,6 +139,11 @@ pub struct Session {
     last_used_ms: AtomicU64,
     /// This node is known to own it in the directory (see `owner`).
     confirmed: std::sync::atomic::AtomicBool,
+    /// The call rate: calls in the current window, when it started (ms
+    /// since the node's epoch), and the last full window's rate × 1000.
+    window_calls: AtomicU64,
+    window_start_ms: AtomicU64,
+    rate_milli: AtomicU64,
 }
 
 /// `wait` for the gate, at most until `deadline`.
@@ -166,11 +171,30 @@ impl Session {
         by(deadline, self.gate.write()).await
     }
 
-    /// Counts one call.
+    /// Counts one call, and measures the call rate over windows of at
+    /// least a second.
     pub fn touch(&self, epoch: Instant) {
         self.invocations.fetch_add(1, Ordering::Relaxed);
-        self.last_used_ms
-            .store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+        let now = epoch.elapsed().as_millis() as u64;
+        self.last_used_ms.store(now, Ordering::Relaxed);
+        let calls = self.window_calls.fetch_add(1, Ordering::Relaxed) + 1;
+        let start = self.window_start_ms.load(Ordering::Relaxed);
+        let span = now.saturating_sub(start);
+        if span >= 1000
+            && self
+                .window_start_ms
+                .compare_exchange(start, now, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+        {
+            self.rate_milli
+                .store(calls * 1_000_000 / span, Ordering::Relaxed);
+            self.window_calls.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Calls per second over the last full window (0 before one).
+    pub fn call_rate(&self) -> f64 {
+        self.rate_milli.load(Ordering::Relaxed) as f64 / 1000.0
     }
 
     /// Calls served since this node opened the session.
@@ -231,6 +255,9 @@ pub struct Policy {
     pub ttl: Duration,
     /// A local session idle this long may give its place to one that asks.
     pub demote_idle: Duration,
+    /// A remote session called at least this often (per second) is made
+    /// local by the node; 0: never.
+    pub promote_rate: f64,
     /// How long a session operation waits for the session's gate.
     pub wait: Duration,
 }
@@ -250,6 +277,8 @@ pub struct Sessions {
     ttl: Duration,
     /// A local session idle this long may lose its place to one that asks.
     demote_idle: Duration,
+    /// Calls per second that make a remote session local (0: never).
+    promote_rate: f64,
     /// How long a session operation waits for the session's gate.
     wait: Duration,
     epoch: Instant,
@@ -274,6 +303,7 @@ impl Sessions {
             ttl,
             demote_idle,
             wait,
+            promote_rate,
         } = policy;
         let records = writer.db().open_tree("sessions")?;
         // Every recorded session is loaded now, so that looking one up never
@@ -308,6 +338,7 @@ impl Sessions {
             max_local,
             ttl,
             demote_idle,
+            promote_rate,
             wait,
             epoch: Instant::now(),
             metrics,
@@ -380,6 +411,9 @@ impl Sessions {
             invocations: AtomicU64::new(0),
             last_used_ms: AtomicU64::new(self.epoch.elapsed().as_millis() as u64),
             confirmed: std::sync::atomic::AtomicBool::new(false),
+            window_calls: AtomicU64::new(0),
+            window_start_ms: AtomicU64::new(self.epoch.elapsed().as_millis() as u64),
+            rate_milli: AtomicU64::new(0),
         })
     }
 

@@ -285,6 +285,8 @@ async fn node_info(State(node): State<AppState>) -> Json<serde_json::Value> {
         "demote_idle_ms": c.demote_idle.as_millis() as u64,
         "local_sessions": node.metrics().local_sessions.get(),
         "demotions": node.metrics().demotions.get(),
+        "promotions": node.metrics().promotions.get(),
+        "promote_calls_per_sec": c.promote_calls_per_sec,
         "pressure_evictions": node.metrics().pressure_evictions.get(),
         "remote_store": remote,
         "peers": c.peers.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>(),

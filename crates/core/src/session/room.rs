@@ -11,6 +11,11 @@
 //!   instance idle the longest (its session stays local; its next call
 //!   starts cold) instead of waiting for a slot until it is refused.
 //!
+//! - With `--promote-calls-per-sec R`, a remote-state session called at
+//!   least R times a second (over a window of a second or more) is made
+//!   local by the node after a call (trigger `policy`,
+//!   `edge_promotions_total`), taking a free or idle place as above.
+//!
 //! Only sessions whose gate is free are touched: never one in a call.
 
 use super::{Session, SessionMode, Sessions, Trigger};
@@ -89,6 +94,12 @@ impl Sessions {
         self.metrics.pressure_evictions.inc();
         tracing::info!(session = %s.id, function = %name, "dropped an idle pinned instance: every slot was held");
         true
+    }
+
+    /// True when `session` (remote-state) is called often enough that the
+    /// node makes it local.
+    pub fn is_hot(&self, session: &Session) -> bool {
+        self.promote_rate > 0.0 && session.call_rate() >= self.promote_rate
     }
 
     /// Every session in the table.
