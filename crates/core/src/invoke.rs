@@ -251,7 +251,7 @@ impl Node {
                 }
                 if inner.record.mode == SessionMode::Remote {
                     // Local-state on another node: its state is there.
-                    if let Some(owner) = self.sessions.owner_elsewhere(&session.id).await? {
+                    if let Some(owner) = self.sessions.owner_of(session).await? {
                         return Err(InvokeError::Moved(owner));
                     }
                     let desired = inner.record.desired;

@@ -144,6 +144,9 @@ pub struct Session {
     window_calls: AtomicU64,
     window_start_ms: AtomicU64,
     rate_milli: AtomicU64,
+    /// Its id was made by this node for this call: no other node can know
+    /// it, so nobody else owns it.
+    minted: bool,
 }
 
 /// `wait` for the gate, at most until `deadline`.
@@ -386,7 +389,11 @@ impl Sessions {
     /// (see [`Sessions::keep_if_used`]). Stateless calls at full speed leave
     /// nothing behind.
     pub fn ephemeral(&self, id: String) -> Arc<Session> {
-        self.new_session(id, Record::default())
+        let mut session = self.new_session(id, Record::default());
+        if let Some(s) = Arc::get_mut(&mut session) {
+            s.minted = true;
+        }
+        session
     }
 
     /// Tables an ephemeral session whose call left something to come back
@@ -414,6 +421,7 @@ impl Sessions {
             window_calls: AtomicU64::new(0),
             window_start_ms: AtomicU64::new(self.epoch.elapsed().as_millis() as u64),
             rate_milli: AtomicU64::new(0),
+            minted: false,
         })
     }
 

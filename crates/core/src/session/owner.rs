@@ -69,7 +69,16 @@ impl Sessions {
     }
 
     /// For a session this node does not serve locally: the node that owns
-    /// it, if another one does.
+    /// it, if another one does. A session whose id this node just made is
+    /// nobody else's: no lookup.
+    pub async fn owner_of(&self, session: &Session) -> Result<Option<String>, SessionError> {
+        if session.minted {
+            return Ok(None);
+        }
+        self.owner_elsewhere(&session.id).await
+    }
+
+    /// The node that owns session `id`, if another one does.
     pub async fn owner_elsewhere(&self, id: &str) -> Result<Option<String>, SessionError> {
         let Some(d) = &self.directory else {
             return Ok(None);
