@@ -237,13 +237,7 @@ async fn a_cluster_token_lets_nodes_work_together() {
     // A migration (A hands the session to B, then forwards).
     a.set_mode("m", "local").await;
     assert_eq!(a.invoke_ok("counter", Some("m"), "").await, "1");
-    let r = a
-        .http
-        .post(a.at("/v1/sessions/m/migrate"))
-        .json(&json!({ "to": b.url }))
-        .send()
-        .await
-        .unwrap();
+    let r = a.migrate("m", &b.url).await;
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
     let r = a.invoke("counter", Some("m"), "").await;
     assert_eq!(header(&r, "edge-owner"), b.url);

@@ -83,13 +83,7 @@ async fn nodes_sharing_redis_find_each_other_and_work_goes_to_members() {
     b.deploy("counter", guests::COUNTER).await;
     a.set_mode("m", "local").await;
     assert_eq!(a.invoke_ok("counter", Some("m"), "").await, "1");
-    let r = a
-        .http
-        .post(a.at("/v1/sessions/m/migrate"))
-        .json(&json!({ "to": b.url }))
-        .send()
-        .await
-        .unwrap();
+    let r = a.migrate("m", &b.url).await;
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
     assert_eq!(a.invoke_ok("counter", Some("m"), "").await, "2");
     assert_eq!(b.session("m").await["mode"], "local");
@@ -212,13 +206,7 @@ async fn every_local_session_has_one_owner_that_every_node_reaches() {
     // but never serves it; every call, on either node, continues one count.
     a.set_mode("m", "local").await;
     assert_eq!(a.invoke_ok("counter", Some("m"), "").await, "1");
-    let r = a
-        .http
-        .post(a.at("/v1/sessions/m/migrate"))
-        .json(&json!({ "to": eater }))
-        .send()
-        .await
-        .unwrap();
+    let r = a.migrate("m", &eater).await;
     assert!(!r.status().is_success(), "the answer was lost");
     assert_eq!(b.session("m").await["mode"], "local", "B has a copy");
     let mut expect = 2;
@@ -230,13 +218,7 @@ async fn every_local_session_has_one_owner_that_every_node_reaches() {
         expect += 1;
     }
     // The real hand-over then moves it: B owns it, A forwards.
-    let r = a
-        .http
-        .post(a.at("/v1/sessions/m/migrate"))
-        .json(&json!({ "to": b.url }))
-        .send()
-        .await
-        .unwrap();
+    let r = a.migrate("m", &b.url).await;
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
     for n in [&b, &a] {
         assert_eq!(

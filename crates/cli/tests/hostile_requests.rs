@@ -62,13 +62,7 @@ async fn a_client_token_never_makes_the_node_present_the_cluster_token() {
     node.invoke_ok("counter", Some("s"), "").await;
     // A migration to an address the client chose is refused before
     // anything is sent, and the session stays here.
-    let r = node
-        .http
-        .post(node.at("/v1/sessions/s/migrate"))
-        .json(&json!({ "to": sink.url }))
-        .send()
-        .await
-        .unwrap();
+    let r = node.migrate("s", &sink.url).await;
     let message = assert_error(r, 400, "invalid_target").await;
     assert!(message.contains("neither a peer"), "{message}");
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -123,13 +117,7 @@ async fn a_migration_to_itself_or_a_hung_peer_holds_calls_no_longer_than_the_dea
     node.set_mode("s", "local").await;
     node.invoke_ok("counter", Some("s"), "").await;
     let started = Instant::now();
-    let r = node
-        .http
-        .post(node.at("/v1/sessions/s/migrate"))
-        .json(&json!({ "to": node.url }))
-        .send()
-        .await
-        .unwrap();
+    let r = node.migrate("s", &node.url).await;
     assert_error(r, 400, "invalid_target").await;
     assert!(started.elapsed() < Duration::from_secs(5));
     // The hung peer takes the import and never answers: the migration
@@ -138,13 +126,7 @@ async fn a_migration_to_itself_or_a_hung_peer_holds_calls_no_longer_than_the_dea
         let node = node.clone();
         let to = hung.url.clone();
         tokio::spawn(async move {
-            let r = node
-                .http
-                .post(node.at("/v1/sessions/s/migrate"))
-                .json(&json!({ "to": to }))
-                .send()
-                .await
-                .unwrap();
+            let r = node.migrate("s", &to).await;
             r.status().as_u16()
         })
     };

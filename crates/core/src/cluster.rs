@@ -32,10 +32,7 @@ impl Node {
 
     /// The URL other nodes reach this one at.
     pub fn url(&self) -> String {
-        self.config
-            .public_url
-            .clone()
-            .unwrap_or_else(|| "http://127.0.0.1:7878".into())
+        self.config.url()
     }
 
     /// The live members of the cluster, this node included (only this node

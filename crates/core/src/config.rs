@@ -163,6 +163,14 @@ pub struct NodeConfig {
 }
 
 impl NodeConfig {
+    /// The URL other nodes reach this node at: `public_url`, or the default
+    /// listen address.
+    pub fn url(&self) -> String {
+        self.public_url
+            .clone()
+            .unwrap_or_else(|| "http://127.0.0.1:7878".into())
+    }
+
     /// Defaults, with data in `data_dir`.
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         Self {

@@ -104,26 +104,30 @@ impl Node {
         .await?;
         let local = Arc::new(SledStore::with_writer(writer.clone())?);
         let peer = PeerClient::new(config.auth.outgoing());
-        let me = config
-            .public_url
-            .clone()
-            .unwrap_or_else(|| "http://127.0.0.1:7878".into());
-        let directory = match &config.remote_store {
-            RemoteStore::Redis(url) => Some(crate::session::Directory {
-                redis: edge_store_redis::RedisDirectory::connect(url).await?,
-                me: me.clone(),
-            }),
-            _ => None,
-        };
-        let membership = match &config.remote_store {
-            RemoteStore::Redis(url) => Some(edge_store_redis::RedisMembership::connect(url).await?),
-            _ => None,
-        };
-        let remote: Option<Arc<dyn StateStore>> = match &config.remote_store {
-            RemoteStore::Local => None,
-            RemoteStore::Redis(url) => Some(Arc::new(RedisStore::connect(url).await?.as_node(&me))),
-            RemoteStore::Peer(url) => Some(Arc::new(PeerStore::new(url, peer.clone())?)),
-        };
+        let me = config.url();
+        // With a shared Redis: one connection for the store, the session
+        // directory and the membership.
+        let (remote, directory, membership): (Option<Arc<dyn StateStore>>, _, _) =
+            match &config.remote_store {
+                RemoteStore::Local => (None, None, None),
+                RemoteStore::Peer(url) => (
+                    Some(Arc::new(PeerStore::new(url, peer.clone())?)),
+                    None,
+                    None,
+                ),
+                RemoteStore::Redis(url) => {
+                    let conn = edge_store_redis::connect(url).await?;
+                    let directory = crate::session::Directory {
+                        redis: edge_store_redis::RedisDirectory::new(conn.clone()),
+                        me: me.clone(),
+                    };
+                    (
+                        Some(Arc::new(RedisStore::new(conn.clone()).as_node(&me))),
+                        Some(directory),
+                        Some(edge_store_redis::RedisMembership::new(conn)),
+                    )
+                }
+            };
         let sessions = Sessions::open(
             writer.clone(),
             local,

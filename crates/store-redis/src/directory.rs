@@ -5,7 +5,6 @@
 
 use edge_host_api::{StoreError, valid_session_id};
 use redis::aio::ConnectionManager;
-use std::time::Duration;
 
 /// KEYS[1] = the entry. ARGV = me. Takes the session if nobody owns it.
 /// Returns {owner, epoch}.
@@ -79,21 +78,14 @@ fn owner(reply: Vec<String>) -> Result<Option<Owner>, StoreError> {
 }
 
 impl RedisDirectory {
-    /// Connects to `url`; every command is bounded as the store's are.
-    pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        let client = redis::Client::open(url).map_err(error)?;
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Duration::from_secs(5))
-            .set_response_timeout(Duration::from_secs(5));
-        let conn = ConnectionManager::new_with_config(client, config)
-            .await
-            .map_err(error)?;
-        Ok(Self {
+    /// Over a connection from [`crate::connect`].
+    pub fn new(conn: ConnectionManager) -> Self {
+        Self {
             conn,
             claim: redis::Script::new(CLAIM),
             transfer: redis::Script::new(TRANSFER),
             release: redis::Script::new(RELEASE),
-        })
+        }
     }
 
     /// Who owns `session` (`None`: nobody, it is remote-state).

@@ -70,23 +70,33 @@ fn redis_error(e: redis::RedisError) -> StoreError {
     StoreError::Backend(format!("redis: {e}"))
 }
 
+/// A connection to `url` (`redis://host:port[/db]`) that reconnects by
+/// itself, shared by the store, the directory and the membership (clones
+/// share it). Every command is bounded (5 s to connect, 5 s for an answer):
+/// a hung server fails calls with `unavailable`, it never holds them.
+pub async fn connect(url: &str) -> Result<ConnectionManager, StoreError> {
+    let client = redis::Client::open(url).map_err(redis_error)?;
+    let config = redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(std::time::Duration::from_secs(5))
+        .set_response_timeout(std::time::Duration::from_secs(5));
+    ConnectionManager::new_with_config(client, config)
+        .await
+        .map_err(redis_error)
+}
+
 impl RedisStore {
-    /// Connects to `url` (`redis://host:port[/db]`); reconnects by itself later.
-    /// Every command is bounded (5 s to connect, 5 s for an answer): a hung
-    /// server fails calls with `unavailable`, it never holds them.
-    pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        let client = redis::Client::open(url).map_err(redis_error)?;
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(std::time::Duration::from_secs(5))
-            .set_response_timeout(std::time::Duration::from_secs(5));
-        let conn = ConnectionManager::new_with_config(client, config)
-            .await
-            .map_err(redis_error)?;
-        Ok(Self {
+    /// The store over a connection from [`connect`].
+    pub fn new(conn: ConnectionManager) -> Self {
+        Self {
             conn,
             commit: redis::Script::new(COMMIT_SCRIPT),
             me: String::new(),
-        })
+        }
+    }
+
+    /// Connects to `url` ([`connect`]) and uses it.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        Ok(Self::new(connect(url).await?))
     }
 
     /// The store as node `me` uses it: its commits pass the directory's

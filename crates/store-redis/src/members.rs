@@ -46,20 +46,13 @@ fn error(e: impl std::fmt::Display) -> StoreError {
 }
 
 impl RedisMembership {
-    /// Connects to `url`; every command is bounded as the store's are.
-    pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        let client = redis::Client::open(url).map_err(error)?;
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Duration::from_secs(5))
-            .set_response_timeout(Duration::from_secs(5));
-        let conn = ConnectionManager::new_with_config(client, config)
-            .await
-            .map_err(error)?;
-        Ok(Self {
+    /// Over a connection from [`crate::connect`].
+    pub fn new(conn: ConnectionManager) -> Self {
+        Self {
             conn,
             beat: redis::Script::new(BEAT),
             list: redis::Script::new(LIST),
-        })
+        }
     }
 
     /// Writes (or renews) `me`, live for `ttl` from now.

@@ -172,12 +172,8 @@ impl Workflows {
     /// The workflow side of `node`, reachable at its public URL, with its
     /// peers; a background task drops what expired every half second.
     pub fn new(node: Arc<Node>) -> Arc<Self> {
-        let config = node.config();
-        let me = config
-            .public_url
-            .clone()
-            .unwrap_or_else(|| "http://127.0.0.1:7878".into());
-        let peers = config.peers.clone();
+        let me = node.url();
+        let peers = node.config().peers.clone();
         let workflows = Arc::new(Self {
             node,
             pending: Mutex::new(HashMap::new()),

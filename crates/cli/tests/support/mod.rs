@@ -354,6 +354,16 @@ impl TestNode {
         (status, r.json().await.unwrap())
     }
 
+    /// `POST /v1/sessions/{id}/migrate` to `to`: the answer, whatever it is.
+    pub async fn migrate(&self, id: &str, to: &str) -> reqwest::Response {
+        self.http
+            .post(self.at(&format!("/v1/sessions/{id}/migrate")))
+            .json(&serde_json::json!({ "to": to }))
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// `GET /v1/sessions/{id}`.
     pub async fn session(&self, id: &str) -> serde_json::Value {
         let r = self
