@@ -229,3 +229,60 @@ async fn every_local_session_has_one_owner_that_every_node_reaches() {
     }
     assert_eq!(b.session("m").await["mode"], "local");
 }
+
+/// Sends `signal` (`-STOP`, `-CONT`) to a node's process.
+fn signal(node: &TestNode, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .args([signal, &node.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill {signal}");
+}
+
+#[tokio::test]
+async fn a_paused_node_cannot_commit_to_a_session_another_node_took() {
+    let redis = RedisServer::start().await;
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let store = ["--remote-store", redis.url.as_str()];
+    let a = TestNode::start(dirs[0].path(), &store).await;
+    let b = TestNode::start(dirs[1].path(), &store).await;
+    for n in [&a, &b] {
+        n.deploy("counter", guests::COUNTER).await;
+    }
+    assert_eq!(a.invoke_ok("counter", Some("f"), "").await, "1");
+
+    // A reads count 1 for a remote-state call, then is paused mid-call.
+    let held = {
+        let (http, url) = (a.http.clone(), a.at("/v1/functions/counter/invoke"));
+        tokio::spawn(async move {
+            let r = http
+                .post(url)
+                .header("edge-session", "f")
+                .body("hold=1500")
+                .send()
+                .await
+                .unwrap();
+            let owner = support::header(&r, "edge-owner");
+            (r.status().as_u16(), owner, r.text().await.unwrap())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    signal(&a, "-STOP");
+    // Meanwhile B takes the session and counts on.
+    let got = b.set_mode("f", "local").await;
+    assert_eq!(got["mode"], "local", "{got}");
+    assert_eq!(b.invoke_ok("counter", Some("f"), "").await, "2");
+    assert_eq!(b.invoke_ok("counter", Some("f"), "").await, "3");
+    signal(&a, "-CONT");
+
+    // A wakes with count 1 in hand; its write of 2 is refused by the fence
+    // (atomically, in the commit script), and the call goes to B instead.
+    let (status, owner, body) = held.await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(owner, b.url, "served by the new owner");
+    assert_eq!(body, "4", "the stale read was not written");
+    assert_eq!(b.session("f").await["mode"], "local");
+    assert_eq!(a.session("f").await["mode"], "remote");
+    assert_eq!(a.invoke_ok("counter", Some("f"), "").await, "5");
+    assert_eq!(b.invoke_ok("counter", Some("f"), "").await, "6");
+}
