@@ -37,6 +37,10 @@ enum Command {
         /// much; for sensors that can). Default: flush before answering.
         #[arg(long)]
         flush_interval_ms: Option<u64>,
+        /// Deploy to every live member of the node's cluster (the nodes
+        /// sharing its Redis), not only to the node.
+        #[arg(long)]
+        all: bool,
         #[command(flatten)]
         node: NodeArg,
     },
@@ -222,8 +226,14 @@ async fn run(cli: Cli) -> Result<()> {
             name,
             file,
             flush_interval_ms,
+            all,
             node,
-        } => deploy(&node, &name, &file, flush_interval_ms).await,
+        } => {
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let path = deploy_path(&name, flush_interval_ms);
+            deploy(&node, &name, &path, bytes.into(), all).await
+        }
         Command::Invoke {
             name,
             session,
@@ -274,14 +284,78 @@ fn deploy_path(name: &str, flush_interval_ms: Option<u64>) -> String {
     }
 }
 
+/// Uploads `bytes` as `name` to the node, or with `all` to every member of
+/// its cluster; fails naming each node that refused it.
 async fn deploy(
     node: &NodeArg,
     name: &str,
-    file: &PathBuf,
-    flush_interval_ms: Option<u64>,
+    path: &str,
+    bytes: bytes::Bytes,
+    all: bool,
 ) -> Result<()> {
-    let base = node.url.as_str();
-    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let client = node.client()?;
+    let targets = if all {
+        cluster_members(&client, &node.url).await?
+    } else {
+        vec![node.url.clone()]
+    };
+    let mut failed = Vec::new();
+    for base in &targets {
+        match upload(&client, base, path, bytes.clone()).await {
+            Ok(info) => println!(
+                "deployed {name} to {base}: {} bytes, sha256 {}, compiled in {:.1} ms",
+                info["size"],
+                info["digest"].as_str().unwrap_or("?"),
+                info["compile_ms"].as_f64().unwrap_or(0.0)
+            ),
+            Err(e) => {
+                eprintln!("{base}: {e:#}");
+                failed.push(base.as_str());
+            }
+        }
+    }
+    if !failed.is_empty() {
+        bail!(
+            "{name} not deployed to {} of {} node(s): {}",
+            failed.len(),
+            targets.len(),
+            failed.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// The URLs of the live members of `base`'s cluster.
+async fn cluster_members(client: &reqwest::Client, base: &str) -> Result<Vec<String>> {
+    let response = client
+        .get(endpoint(base, "/v1/cluster"))
+        .send()
+        .await
+        .with_context(|| format!("asking {base} for its cluster"))?;
+    let view: serde_json::Value = check(response).await?.json().await?;
+    let urls: Vec<String> = view["members"]
+        .as_array()
+        .map(|members| {
+            members
+                .iter()
+                .filter_map(|m| m["url"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    if urls.is_empty() {
+        bail!("{base} lists no members");
+    }
+    Ok(urls)
+}
+
+/// Streams `bytes` to `base` with a progress bar, then shows the compile
+/// time ticking until the node answers.
+async fn upload(
+    client: &reqwest::Client,
+    base: &str,
+    path: &str,
+    bytes: bytes::Bytes,
+) -> Result<serde_json::Value> {
     let total = bytes.len() as u64;
     let bar = indicatif::ProgressBar::new(total);
     bar.set_style(
@@ -289,31 +363,34 @@ async fn deploy(
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     let progress = bar.clone();
-    let chunks: Vec<bytes::Bytes> = bytes::Bytes::from(bytes)
-        .chunks(64 << 10)
-        .map(bytes::Bytes::copy_from_slice)
-        .collect();
+    let chunks: Vec<bytes::Bytes> = bytes.chunks(64 << 10).map(|c| bytes.slice_ref(c)).collect();
     let stream = futures_util::stream::iter(chunks).map(move |chunk| {
         progress.inc(chunk.len() as u64);
+        if progress.position() >= total {
+            compiling(&progress);
+        }
         Ok::<_, std::io::Error>(chunk)
     });
-    let response = node
-        .client()?
-        .put(endpoint(base, &deploy_path(name, flush_interval_ms)))
+    let response = client
+        .put(endpoint(base, path))
         .header(reqwest::header::CONTENT_LENGTH, total)
         .body(reqwest::Body::wrap_stream(stream))
         .send()
         .await
-        .with_context(|| format!("uploading to {base}"))?;
+        .with_context(|| format!("uploading to {base}"));
     bar.finish_and_clear();
-    let info: serde_json::Value = check(response).await?.json().await?;
-    println!(
-        "deployed {name}: {} bytes, sha256 {}, compiled in {:.1} ms",
-        info["size"],
-        info["digest"].as_str().unwrap_or("?"),
-        info["compile_ms"].as_f64().unwrap_or(0.0)
+    Ok(check(response?).await?.json().await?)
+}
+
+/// Turns the upload bar into a ticking "compiling… 3s" once every byte is
+/// sent: the node answers only when the component is compiled.
+fn compiling(bar: &indicatif::ProgressBar) {
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} compiling… {elapsed}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
     );
-    Ok(())
+    bar.reset_elapsed();
+    bar.enable_steady_tick(std::time::Duration::from_millis(200));
 }
 
 async fn invoke(

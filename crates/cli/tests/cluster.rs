@@ -286,3 +286,90 @@ async fn a_paused_node_cannot_commit_to_a_session_another_node_took() {
     assert_eq!(a.invoke_ok("counter", Some("f"), "").await, "5");
     assert_eq!(b.invoke_ok("counter", Some("f"), "").await, "6");
 }
+
+#[tokio::test]
+async fn a_migration_needs_the_function_at_the_target_and_deploy_all_puts_it_there() {
+    let redis = RedisServer::start().await;
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let store = ["--remote-store", redis.url.as_str()];
+    let a = TestNode::start(dirs[0].path(), &store).await;
+    let b = TestNode::start(dirs[1].path(), &store).await;
+    a.deploy("counter", guests::COUNTER).await;
+    wait_for_members(&a, &[&a.url, &b.url], Duration::from_secs(5)).await;
+    a.set_mode("s", "local").await;
+    assert_eq!(a.invoke_ok("counter", Some("s"), "").await, "1");
+    assert_eq!(a.session("s").await["functions"], json!(["counter"]));
+
+    // B lacks counter: refused before anything moves.
+    let r = a.migrate("s", &b.url).await;
+    let message = support::assert_error(r, 409, "function_missing").await;
+    assert!(
+        message.contains("counter") && message.contains(&b.url),
+        "{message}"
+    );
+    assert_eq!(a.session("s").await["mode"], "local");
+    // B passes calls for a function it lacks: to the session's owner, or
+    // (no session) to a member hosting it; a passed call is not passed on.
+    assert_eq!(
+        b.invoke_ok("counter", Some("s"), "").await,
+        "2",
+        "still A's"
+    );
+    let r = b.invoke("counter", None, "").await;
+    let served_by = support::header(&r, "edge-owner");
+    assert_eq!(served_by, a.url, "{:?}", r.text().await);
+    assert_eq!(r.text().await.unwrap(), "1");
+    let r = b
+        .http
+        .post(b.at("/v1/functions/counter/invoke"))
+        .header("edge-forwarded", "1")
+        .send()
+        .await
+        .unwrap();
+    support::assert_error(r, 404, "not_found").await;
+
+    // `deploy --all` through A reaches every member.
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_edge-node"))
+        .args([
+            "deploy",
+            "counter",
+            guests::COUNTER,
+            "--all",
+            "--node",
+            &a.url,
+        ])
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for n in [&a, &b] {
+        assert!(
+            stdout.contains(&format!("deployed counter to {}", n.url)),
+            "{stdout}"
+        );
+    }
+    let listed = b.get_json("/v1/functions").await.to_string();
+    assert!(listed.contains("\"counter\""), "{listed}");
+
+    // Now the hand-over goes through, with the functions it needs.
+    let r = a.migrate("s", &b.url).await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    assert_eq!(b.session("s").await["mode"], "local");
+    assert_eq!(b.session("s").await["functions"], json!(["counter"]));
+    assert_eq!(a.invoke_ok("counter", Some("s"), "").await, "3");
+    // Gone from every node, a function is not found anywhere.
+    for n in [&a, &b] {
+        n.http
+            .delete(n.at("/v1/functions/counter"))
+            .send()
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    support::assert_error(a.invoke("counter", None, "").await, 404, "not_found").await;
+}

@@ -66,6 +66,24 @@ impl Node {
         })
     }
 
+    /// Where a call for `function`, which this node does not have, can go:
+    /// the session's owner when another node owns it, else the least-loaded
+    /// live member hosting the function. `None`: nowhere (not found).
+    pub async fn broker(&self, function: &str, session: Option<&str>) -> Option<String> {
+        if let Some(id) = session.filter(|s| edge_host_api::valid_session_id(s)) {
+            match self.sessions.owner_elsewhere(id).await {
+                Ok(Some(owner)) => return Some(owner),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(session = id, error = %e, "owner lookup failed"),
+            }
+        }
+        let members = self.members().await;
+        let me = self.url();
+        edge_proto::member::least_loaded(&members, function)
+            .filter(|m| m.url != me)
+            .map(|m| m.url.clone())
+    }
+
     /// Leaves the cluster at once (shutdown), instead of after the TTL.
     pub async fn leave_cluster(&self) {
         if let Some(m) = &self.membership
@@ -77,13 +95,20 @@ impl Node {
 }
 
 /// Beats `node`'s description into the membership every [`BEAT`] while the
-/// node lives.
+/// node lives, and at once when its functions change (so that the others
+/// route calls to a function as soon as it is deployed).
 pub(crate) fn spawn_heartbeat(node: Weak<Node>, membership: RedisMembership) {
+    let Some(changes) = node.upgrade().map(|n| n.registry.changes()) else {
+        return;
+    };
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(BEAT);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tick.tick().await;
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = changes.notified() => {}
+            }
             let Some(node) = node.upgrade() else { break };
             let me = node.describe();
             drop(node);

@@ -200,6 +200,7 @@ impl Node {
         };
         let id = session.id.clone();
         session.touch(self.sessions.epoch());
+        session.uses([&function.name[..]]);
         let deadline = started + self.config.invoke_deadline;
         let inputs: Arc<[Input]> = req.inputs.into();
         let result = self.route(&function, &session, &inputs, deadline).await;

@@ -215,6 +215,8 @@ pub struct SessionInfo {
     pub owner: String,
     /// Functions with an instance pinned to it.
     pub pinned: Vec<String>,
+    /// Functions called on it (a migration target must have them).
+    pub functions: Vec<String>,
     /// Its keys with their versions.
     pub keys: Vec<KeyVersion>,
     /// Calls served by this node since it opened the session.
@@ -271,6 +273,7 @@ impl Node {
                 .clone()
                 .unwrap_or_else(|| "self".into()),
             pinned,
+            functions: session.functions(),
             keys,
             invocations: session.invocations(),
         })
@@ -289,12 +292,13 @@ impl Node {
         let to = to.as_str();
         let session = self.sessions.get(id)?;
         let peer = self.peer.clone();
+        let functions = session.functions();
         let report = self
             .sessions
             .migrate_out(&session, to, |entries| async move {
-                peer.import(to, id, &entries)
+                peer.import(to, id, &entries, functions)
                     .await
-                    .map_err(|e| SessionError::Storage(format!("migrating to {to}: {e}")))
+                    .map_err(|e| refused_import(to, e))
             })
             .await?;
         tracing::info!(
@@ -370,13 +374,32 @@ impl Node {
         Ok(to)
     }
 
-    /// Takes in session `id` from another node.
+    /// Takes in session `id` from another node, unless this node lacks one
+    /// of the `functions` the session uses (then nothing is written).
     pub async fn import_session(
         &self,
         id: &str,
         entries: Vec<(String, Versioned)>,
+        functions: &[String],
     ) -> Result<ModeOutcome, SessionError> {
-        self.sessions.migrate_in(id, &entries).await
+        let missing: Vec<&str> = functions
+            .iter()
+            .filter(|f| self.registry.get(f).is_err())
+            .map(String::as_str)
+            .collect();
+        if !missing.is_empty() {
+            return Err(SessionError::MissingFunctions(format!(
+                "{} does not have {}, which session {id} uses: deploy there first \
+                 (edge-node deploy --all NAME FILE)",
+                self.url(),
+                missing.join(", ")
+            )));
+        }
+        let outcome = self.sessions.migrate_in(id, &entries).await?;
+        self.sessions
+            .get(id)?
+            .uses(functions.iter().map(String::as_str));
+        Ok(outcome)
     }
 
     /// The client for other nodes.
@@ -395,4 +418,19 @@ pub fn new_session_id() -> String {
         std::process::abort();
     }
     hex::encode(bytes)
+}
+
+/// Why handing a session to `to` failed: the target's refusal for a missing
+/// function kept as such (409 again), anything else as a storage error.
+fn refused_import(to: &str, e: edge_proto::PeerError) -> SessionError {
+    if let edge_proto::PeerError::Status {
+        status: 409, body, ..
+    } = &e
+        && let Ok(answer) = serde_json::from_str::<serde_json::Value>(body)
+        && answer["kind"] == "function_missing"
+    {
+        let why = answer["error"].as_str().unwrap_or(body);
+        return SessionError::MissingFunctions(why.to_owned());
+    }
+    SessionError::Storage(format!("migrating to {to}: {e}"))
 }

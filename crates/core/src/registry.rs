@@ -164,6 +164,8 @@ pub struct Registry {
     compile: CompileConfig,
     engine_config: EngineConfig,
     metrics: Arc<Metrics>,
+    /// Signalled when the set of functions changes.
+    changes: Arc<tokio::sync::Notify>,
 }
 
 impl Registry {
@@ -193,6 +195,7 @@ impl Registry {
             meta: writer.db().open_tree("functions")?,
             previous: writer.db().open_tree("previous_versions")?,
             previous_infos: RwLock::new(HashMap::new()),
+            changes: Arc::default(),
             writer,
             loaded: RwLock::new(HashMap::new()),
             compile_slots: Semaphore::new(compile.concurrency.max(1)),
@@ -426,6 +429,13 @@ impl Registry {
     fn insert_loaded(&self, f: Arc<Function>) {
         let mut map = self.loaded.write().unwrap_or_else(|p| p.into_inner());
         map.insert(f.info.name.clone(), f);
+        self.changes.notify_one();
+    }
+
+    /// Signalled (one waiter, the permit kept until it waits) whenever a
+    /// function is deployed, replaced, rolled back or deleted.
+    pub fn changes(&self) -> Arc<tokio::sync::Notify> {
+        self.changes.clone()
     }
 
     /// The function named `name`.
@@ -464,6 +474,7 @@ impl Registry {
         self.set_previous(name, None).await?;
         self.remove_files_if_unused(&removed.info);
         self.metrics.functions.set(self.len() as i64);
+        self.changes.notify_one();
         Ok(removed.info.clone())
     }
 

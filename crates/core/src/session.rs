@@ -17,7 +17,7 @@ use edge_host_api::bindings::Function as Bindings;
 use edge_host_api::{Commit, Mode, StateStore, StoreError, Versioned, valid_session_id};
 use edge_store_sled::{SledStore, SledWriter};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
@@ -147,6 +147,9 @@ pub struct Session {
     /// Its id was made by this node for this call: no other node can know
     /// it, so nobody else owns it.
     minted: bool,
+    /// The functions called on it (here, or before it migrated here): a
+    /// migration target must have them all.
+    functions: Mutex<BTreeSet<String>>,
 }
 
 /// `wait` for the gate, at most until `deadline`.
@@ -195,6 +198,22 @@ impl Session {
         }
     }
 
+    /// Notes that `functions` are called on this session.
+    pub fn uses<'a>(&self, functions: impl IntoIterator<Item = &'a str>) {
+        let mut set = self.functions.lock().unwrap_or_else(|p| p.into_inner());
+        for f in functions {
+            if !set.contains(f) {
+                set.insert(f.to_owned());
+            }
+        }
+    }
+
+    /// The functions called on this session, sorted.
+    pub fn functions(&self) -> Vec<String> {
+        let set = self.functions.lock().unwrap_or_else(|p| p.into_inner());
+        set.iter().cloned().collect()
+    }
+
     /// Calls per second over the last full window (0 before one).
     pub fn call_rate(&self) -> f64 {
         self.rate_milli.load(Ordering::Relaxed) as f64 / 1000.0
@@ -241,6 +260,9 @@ pub enum SessionError {
     /// The session database failed.
     #[error("session database: {0}")]
     Storage(String),
+    /// A migration target lacks a function the session uses (nothing moved).
+    #[error("{0}")]
+    MissingFunctions(String),
 }
 
 impl From<sled::Error> for SessionError {
@@ -422,6 +444,7 @@ impl Sessions {
             window_start_ms: AtomicU64::new(self.epoch.elapsed().as_millis() as u64),
             rate_milli: AtomicU64::new(0),
             minted: false,
+            functions: Mutex::default(),
         })
     }
 

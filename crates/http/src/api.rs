@@ -14,7 +14,8 @@ use edge_core::invoke::{InvokeError, InvokeOutcome, InvokeRequest};
 use edge_core::node::Node;
 use edge_core::registry::FunctionInfo;
 use edge_proto::routes::{
-    DURATION_HEADER, MODE_HEADER, MODE_REASON_HEADER, OWNER_HEADER, SESSION_HEADER, START_HEADER,
+    DURATION_HEADER, FORWARDED_HEADER, MODE_HEADER, MODE_REASON_HEADER, OWNER_HEADER,
+    SESSION_HEADER, START_HEADER,
 };
 use edge_proto::{PeerRequest, Retry, routes};
 use edge_workflow::Workflows;
@@ -384,9 +385,19 @@ async fn invoke(
             return Err(refuse(body, e).await);
         }
     };
-    // An unknown function is answered before its body is read.
+    // A function this node lacks: passed to the session's owner or to a
+    // member that has it (once: a passed call is never passed on), else
+    // refused before its body is read.
     if let Err(e) = node.registry().get(&name) {
-        return Err(refuse(body, e).await);
+        let to = match headers.contains_key(FORWARDED_HEADER) {
+            true => None,
+            false => node.broker(&name, session.as_deref()).await,
+        };
+        let Some(to) = to else {
+            return Err(refuse(body, e).await);
+        };
+        let input = read_body(&headers, body, node.config().max_invoke_bytes).await?;
+        return forward(&node, &to, &name, session.as_deref(), input).await;
     }
     let input = read_body(&headers, body, node.config().max_invoke_bytes).await?;
     match node
@@ -405,7 +416,8 @@ async fn invoke(
     }
 }
 
-/// Forwards a call for a session that migrated to the node that owns it now.
+/// Passes a call to `owner`: the node that owns its session now, or a
+/// member hosting a function this node lacks.
 async fn forward(
     node: &Node,
     owner: &str,
@@ -417,14 +429,15 @@ async fn forward(
         ApiError::new(
             StatusCode::BAD_GATEWAY,
             "forward_failed",
-            format!("session moved to {owner}, which did not answer: {e}"),
+            format!("the call went to {owner}, which did not answer: {e}"),
         )
     };
     let url = routes::invoke(owner, name).map_err(unreachable)?;
     // A call runs the function: never sent twice.
     let mut request = PeerRequest::post(url, input, "application/octet-stream")
         .timeout(node.config().invoke_deadline + FORWARD_GRACE)
-        .retry(Retry::Never);
+        .retry(Retry::Never)
+        .header(FORWARDED_HEADER, "1");
     if let Some(s) = session {
         request = request.header(SESSION_HEADER, s);
     }

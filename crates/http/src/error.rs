@@ -174,6 +174,9 @@ impl From<SessionError> for ApiError {
             SessionError::Storage(_) => {
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage", e.to_string())
             }
+            SessionError::MissingFunctions(_) => {
+                ApiError::new(StatusCode::CONFLICT, "function_missing", e.to_string())
+            }
         }
     }
 }

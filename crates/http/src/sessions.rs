@@ -132,7 +132,9 @@ pub async fn import(
                 format!("bad base64: {e}"),
             )
         })?;
-    Ok(Json(node.import_session(&id, entries).await?))
+    Ok(Json(
+        node.import_session(&id, entries, &req.functions).await?,
+    ))
 }
 
 // ---- the state server: this node's sled, by session ----

@@ -271,18 +271,20 @@ impl PeerClient {
     }
 
     /// Hands session `id` with `entries` to the node at `to`, which must
-    /// take it in local-state mode.
+    /// take it in local-state mode and have every one of `functions`.
     pub async fn import(
         &self,
         to: &str,
         id: &str,
         entries: &[(String, Versioned)],
+        functions: Vec<String>,
     ) -> Result<(), PeerError> {
         let body = ImportRequest {
             entries: entries
                 .iter()
                 .map(|(k, v)| WireEntry::encode(k, v))
                 .collect(),
+            functions,
         };
         let url = crate::routes::session(to, id, &["import"])?;
         let answer = self

@@ -28,3 +28,15 @@ impl Member {
         self.in_flight as f64 / self.max_in_flight.max(1) as f64
     }
 }
+
+/// The member hosting `function` with the least load (ties: by URL).
+pub fn least_loaded<'a>(members: &'a [Member], function: &str) -> Option<&'a Member> {
+    members
+        .iter()
+        .filter(|m| m.functions.iter().any(|f| f == function))
+        .min_by(|a, b| {
+            a.load()
+                .total_cmp(&b.load())
+                .then_with(|| a.url.cmp(&b.url))
+        })
+}

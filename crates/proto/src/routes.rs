@@ -14,8 +14,12 @@ pub const DURATION_HEADER: &str = "edge-duration-us";
 pub const MODE_HEADER: &str = "edge-mode";
 /// Why the mode differs from the one asked for.
 pub const MODE_REASON_HEADER: &str = "edge-mode-reason";
-/// The node that owns a session (set on answers forwarded there).
+/// The node that served a call another node passed on: its session's
+/// owner, or a member hosting a function the first node lacks.
 pub const OWNER_HEADER: &str = "edge-owner";
+/// Set on a call one node passes to another: the receiver serves it or
+/// refuses it, and never passes it on for a function it lacks.
+pub const FORWARDED_HEADER: &str = "edge-forwarded";
 /// `0` when a StateLocal state fetched from its owner has no value.
 pub const STATE_PRESENT_HEADER: &str = "edge-state-present";
 

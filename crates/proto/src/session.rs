@@ -93,4 +93,8 @@ pub struct KeyVersion {
 pub struct ImportRequest {
     /// The session's whole state, with versions.
     pub entries: Vec<WireEntry>,
+    /// The functions called on the session: the target refuses the session
+    /// (409 `function_missing`) unless it has them all.
+    #[serde(default)]
+    pub functions: Vec<String>,
 }

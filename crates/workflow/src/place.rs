@@ -142,15 +142,7 @@ impl Workflows {
     }
 }
 
-/// The member hosting `function` with the least load (ties: by URL).
+/// The member hosting `function` with the least load.
 fn least_loaded(members: &[Member], function: &str) -> Option<String> {
-    members
-        .iter()
-        .filter(|m| m.functions.iter().any(|f| f == function))
-        .min_by(|a, b| {
-            a.load()
-                .total_cmp(&b.load())
-                .then_with(|| a.url.cmp(&b.url))
-        })
-        .map(|m| m.url.clone())
+    edge_proto::member::least_loaded(members, function).map(|m| m.url.clone())
 }
