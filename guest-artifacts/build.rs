@@ -30,7 +30,7 @@ fn main() -> Result<()> {
     let guests = root.join("guest-examples");
     let wit = root.join("wit");
     println!("cargo:rerun-if-changed={}", wit.display());
-    for entry in ["Cargo.toml", "Cargo.lock", "edge-guest"]
+    for entry in ["Cargo.toml", "Cargo.lock", "edge-guest", "edge-sdk"]
         .into_iter()
         .chain(GUESTS.iter().map(|(name, _)| *name))
     {

@@ -26,6 +26,18 @@ enum Command {
     /// node's compiler worker process).
     #[command(name = "__compile", hide = true)]
     Compile(edge_core::compile::WorkerArgs),
+    /// Write a new function project NAME (with the SDK inside it) that
+    /// builds from any directory.
+    New {
+        /// The project's (and the function's) name.
+        name: String,
+        /// The language.
+        #[arg(long, value_enum, default_value = "rust")]
+        lang: crate::new::Lang,
+        /// Where to create the project's directory.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
     /// Upload a component to a node under NAME.
     Deploy {
         /// The function's name.
@@ -222,6 +234,16 @@ async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Serve(args) => crate::serve::serve(crate::serve::resolve(*args)?).await,
         Command::Compile(_) => bail!("the compiler worker runs without a runtime"),
+        Command::New { name, lang, dir } => {
+            let root = crate::new::scaffold(&name, lang, &dir)?;
+            println!(
+                "created {}: cd there, `cargo build --release`, then \
+                 `edge-node deploy {name} target/wasm32-wasip2/release/{}.wasm`",
+                root.display(),
+                name.replace('-', "_")
+            );
+            Ok(())
+        }
         Command::Deploy {
             name,
             file,

@@ -1,41 +1,25 @@
 //! `counter`: reads key `count`, adds 1, writes it back and returns the new
-//! value as decimal text. It never knows where its state lives.
+//! value as decimal text. It never knows where its state lives. Written on
+//! `edge-sdk`, as `edge-node new` writes a function.
 //!
 //! An input `hold=MS` makes it wait that many milliseconds between the read
 //! and the write (tests use it to hold a call mid-way and race it).
 
-use edge_guest::{Guest, concat_inputs, state, types::Input};
+use edge_sdk::{Request, Result, state};
+use std::time::Duration;
 
-struct Counter;
+edge_sdk::handler!(count);
 
-fn err(e: state::StateError) -> String {
-    format!("state: {e:?}")
-}
-
-/// The `hold=MS` input, if that is what the caller sent.
-fn hold(inputs: &[Input]) -> Option<std::time::Duration> {
-    let all = concat_inputs(inputs);
-    let ms = std::str::from_utf8(&all).ok()?.strip_prefix("hold=")?;
-    Some(std::time::Duration::from_millis(ms.trim().parse().ok()?))
-}
-
-impl Guest for Counter {
-    fn handle(inputs: Vec<Input>) -> Result<Vec<u8>, String> {
-        let current = match state::get("count").map_err(err)? {
-            Some(bytes) => String::from_utf8(bytes)
-                .map_err(|_| "count is not UTF-8".to_string())?
-                .trim()
-                .parse::<u64>()
-                .map_err(|e| format!("count is not a number: {e}"))?,
-            None => 0,
-        };
-        if let Some(wait) = hold(&inputs) {
-            std::thread::sleep(wait);
-        }
-        let next = (current + 1).to_string();
-        state::set("count", next.as_bytes()).map_err(err)?;
-        Ok(next.into_bytes())
+fn count(req: Request) -> Result<String> {
+    let current: u64 = match state::get_string("count")? {
+        Some(text) => text.trim().parse()?,
+        None => 0,
+    };
+    // Any other input (bytes from a workflow's predecessors, say) is ignored.
+    if let Some(ms) = req.text().ok().as_deref().and_then(|t| t.strip_prefix("hold=")) {
+        std::thread::sleep(Duration::from_millis(ms.trim().parse()?));
     }
+    let next = (current + 1).to_string();
+    state::set("count", &next)?;
+    Ok(next)
 }
-
-edge_guest::export!(Counter with_types_in edge_guest);

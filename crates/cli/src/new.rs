@@ -1,0 +1,99 @@
+//! `edge-node new`: writes a ready function project, with the SDK and the
+//! WIT inside it, so it builds from any directory.
+
+use anyhow::{Context, Result, bail};
+use std::path::{Path, PathBuf};
+
+/// The languages a project can be written in.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum Lang {
+    /// Rust, on the `edge-sdk` crate.
+    Rust,
+}
+
+/// The SDK crate, as it is in `guest-examples/edge-sdk`, and the one WIT.
+const SDK: &[(&str, &str)] = &[
+    (
+        "edge-sdk/Cargo.toml",
+        include_str!("../../../guest-examples/edge-sdk/Cargo.toml"),
+    ),
+    (
+        "edge-sdk/src/lib.rs",
+        include_str!("../../../guest-examples/edge-sdk/src/lib.rs"),
+    ),
+    (
+        "edge-sdk/wit/function.wit",
+        include_str!("../../../wit/function.wit"),
+    ),
+];
+
+/// The project's own files; `{name}` and `{file}` are filled in. The lock
+/// is the guests' own: a new project builds with the versions this node's
+/// tests built the SDK with (cargo drops the entries it does not need).
+const RUST: &[(&str, &str)] = &[
+    (
+        "Cargo.lock",
+        include_str!("../../../guest-examples/Cargo.lock"),
+    ),
+    ("Cargo.toml", include_str!("new/Cargo.toml.in")),
+    ("src/lib.rs", include_str!("new/lib.rs.in")),
+    ("README.md", include_str!("new/README.md.in")),
+    (".gitignore", include_str!("new/gitignore.in")),
+    (
+        ".cargo/config.toml",
+        include_str!("new/cargo-config.toml.in"),
+    ),
+];
+
+/// Writes project `name` in `dir/name` (which must not exist) and returns
+/// its path.
+pub fn scaffold(name: &str, lang: Lang, dir: &Path) -> Result<PathBuf> {
+    if !edge_core::registry::valid_name(name) || name.contains('.') {
+        bail!(
+            "invalid project name {name:?}: use [a-z0-9][a-z0-9_-]{{0,63}} \
+             (it is also the function's name)"
+        );
+    }
+    let root = dir.join(name);
+    if root.exists() {
+        bail!("{} exists already", root.display());
+    }
+    let files = match lang {
+        Lang::Rust => RUST.iter().chain(SDK),
+    };
+    // Cargo names the component after the crate, with `-` made `_`.
+    let file = name.replace('-', "_");
+    for (path, text) in files {
+        let path = root.join(path);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("creating {}", parent.display()))?;
+        }
+        let text = text.replace("{name}", name).replace("{file}", &file);
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(root)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn writes_a_project_once_and_refuses_bad_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = scaffold("thermo-1", Lang::Rust, dir.path()).unwrap();
+        let manifest = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
+        assert!(manifest.contains("name = \"thermo-1\""), "{manifest}");
+        let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+        assert!(readme.contains("release/thermo_1.wasm"), "{readme}");
+        let wit = std::fs::read_to_string(root.join("edge-sdk/wit/function.wit")).unwrap();
+        assert!(wit.contains("package edge:function@"));
+        let again = scaffold("thermo-1", Lang::Rust, dir.path()).unwrap_err();
+        assert!(again.to_string().contains("exists already"), "{again}");
+        for bad in ["", "Thermo", "../x", "a.b", "a/b"] {
+            assert!(scaffold(bad, Lang::Rust, dir.path()).is_err(), "{bad:?}");
+        }
+    }
+}
