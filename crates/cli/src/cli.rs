@@ -237,10 +237,9 @@ async fn run(cli: Cli) -> Result<()> {
         Command::New { name, lang, dir } => {
             let root = crate::new::scaffold(&name, lang, &dir)?;
             println!(
-                "created {}: cd there, `cargo build --release`, then \
-                 `edge-node deploy {name} target/wasm32-wasip2/release/{}.wasm`",
+                "created {} (see its README.md); in it: {}",
                 root.display(),
-                name.replace('-', "_")
+                crate::new::next_steps(&name, lang)
             );
             Ok(())
         }

@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 pub enum Lang {
     /// Rust, on the `edge-sdk` crate.
     Rust,
+    /// Python, built with componentize-py.
+    Python,
 }
 
 /// The SDK crate, as it is in `guest-examples/edge-sdk`, and the one WIT.
@@ -35,15 +37,40 @@ const RUST: &[(&str, &str)] = &[
         "Cargo.lock",
         include_str!("../../../guest-examples/Cargo.lock"),
     ),
-    ("Cargo.toml", include_str!("new/Cargo.toml.in")),
-    ("src/lib.rs", include_str!("new/lib.rs.in")),
-    ("README.md", include_str!("new/README.md.in")),
-    (".gitignore", include_str!("new/gitignore.in")),
+    ("Cargo.toml", include_str!("new/rust/Cargo.toml.in")),
+    ("src/lib.rs", include_str!("new/rust/lib.rs.in")),
+    ("README.md", include_str!("new/rust/README.md.in")),
+    (".gitignore", include_str!("new/rust/gitignore.in")),
     (
         ".cargo/config.toml",
-        include_str!("new/cargo-config.toml.in"),
+        include_str!("new/rust/cargo-config.toml.in"),
     ),
 ];
+
+/// The Python project's files.
+const PYTHON: &[(&str, &str)] = &[
+    ("app.py", include_str!("new/python/app.py.in")),
+    ("README.md", include_str!("new/python/README.md.in")),
+    (".gitignore", include_str!("new/python/gitignore.in")),
+    (
+        "wit/function.wit",
+        include_str!("../../../wit/function.wit"),
+    ),
+];
+
+/// How to build and deploy project `name`, for the user.
+pub fn next_steps(name: &str, lang: Lang) -> String {
+    match lang {
+        Lang::Rust => format!(
+            "cargo build --release && edge-node deploy {name} target/wasm32-wasip2/release/{}.wasm",
+            name.replace('-', "_")
+        ),
+        Lang::Python => format!(
+            "componentize-py -d wit -w function componentize app -o {name}.wasm \
+             && edge-node deploy {name} {name}.wasm"
+        ),
+    }
+}
 
 /// Writes project `name` in `dir/name` (which must not exist) and returns
 /// its path.
@@ -58,8 +85,9 @@ pub fn scaffold(name: &str, lang: Lang, dir: &Path) -> Result<PathBuf> {
     if root.exists() {
         bail!("{} exists already", root.display());
     }
-    let files = match lang {
-        Lang::Rust => RUST.iter().chain(SDK),
+    let files: Vec<&(&str, &str)> = match lang {
+        Lang::Rust => RUST.iter().chain(SDK).collect(),
+        Lang::Python => PYTHON.iter().collect(),
     };
     // Cargo names the component after the crate, with `-` made `_`.
     let file = name.replace('-', "_");
@@ -92,6 +120,11 @@ mod tests {
         assert!(wit.contains("package edge:function@"));
         let again = scaffold("thermo-1", Lang::Rust, dir.path()).unwrap_err();
         assert!(again.to_string().contains("exists already"), "{again}");
+        let py = scaffold("thermo-2", Lang::Python, dir.path()).unwrap();
+        let app = std::fs::read_to_string(py.join("app.py")).unwrap();
+        assert!(app.starts_with("\"\"\"thermo-2: "), "{app}");
+        assert!(py.join("wit/function.wit").is_file());
+        assert!(next_steps("thermo-2", Lang::Python).contains("-o thermo-2.wasm"));
         for bad in ["", "Thermo", "../x", "a.b", "a/b"] {
             assert!(scaffold(bad, Lang::Rust, dir.path()).is_err(), "{bad:?}");
         }
