@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test on a fresh machine: installs what cargo does not
 # (the wasm32-wasip2 target; redis-server for the remote-store tests;
-# componentize-py for the Python template), then
+# componentize-py and componentize-js for the Python and JS templates), then
 # builds the guests (through guest-artifacts/build.rs) and runs the suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,6 +33,24 @@ if ! "$PYTOOLS/bin/componentize-py" --version 2>/dev/null | grep -q "$COMPONENTI
   "$PYTOOLS/bin/pip" install -q "componentize-py==$COMPONENTIZE_PY_VERSION"
 fi
 export EDGE_COMPONENTIZE_PY="$PYTOOLS/bin/componentize-py"
+
+# componentize-js (npm), for the JavaScript template's test.
+JSTOOLS="$PWD/target/tools/js"
+COMPONENTIZE_JS_VERSION=0.23.0
+if ! command -v npm >/dev/null 2>&1; then
+  echo "== installing node.js and npm"
+  if [ "$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq nodejs npm >/dev/null
+fi
+if [ "$(cat "$JSTOOLS/version" 2>/dev/null)" != "$COMPONENTIZE_JS_VERSION" ]; then
+  echo "== installing componentize-js $COMPONENTIZE_JS_VERSION"
+  rm -rf "$JSTOOLS" && mkdir -p "$JSTOOLS"
+  npm install --prefix "$JSTOOLS" --silent --no-audit --no-fund \
+    "@bytecodealliance/componentize-js@$COMPONENTIZE_JS_VERSION"
+  echo "$COMPONENTIZE_JS_VERSION" > "$JSTOOLS/version"
+fi
+export EDGE_JS_MODULES="$JSTOOLS/node_modules"
 
 echo "== cargo test"
 cargo test --workspace --locked "$@"

@@ -11,6 +11,8 @@ pub enum Lang {
     Rust,
     /// Python, built with componentize-py.
     Python,
+    /// JavaScript, built with componentize-js.
+    Js,
 }
 
 /// The SDK crate, as it is in `guest-examples/edge-sdk`, and the one WIT.
@@ -69,8 +71,21 @@ pub fn next_steps(name: &str, lang: Lang) -> String {
             "componentize-py -d wit -w function componentize app -o {name}.wasm \
              && edge-node deploy {name} {name}.wasm"
         ),
+        Lang::Js => format!("npm install && npm run build && edge-node deploy {name} {name}.wasm"),
     }
 }
+
+/// The JavaScript project's files.
+const JS: &[(&str, &str)] = &[
+    ("app.js", include_str!("new/js/app.js.in")),
+    ("package.json", include_str!("new/js/package.json.in")),
+    ("README.md", include_str!("new/js/README.md.in")),
+    (".gitignore", include_str!("new/js/gitignore.in")),
+    (
+        "wit/function.wit",
+        include_str!("../../../wit/function.wit"),
+    ),
+];
 
 /// Writes project `name` in `dir/name` (which must not exist) and returns
 /// its path.
@@ -88,6 +103,7 @@ pub fn scaffold(name: &str, lang: Lang, dir: &Path) -> Result<PathBuf> {
     let files: Vec<&(&str, &str)> = match lang {
         Lang::Rust => RUST.iter().chain(SDK).collect(),
         Lang::Python => PYTHON.iter().collect(),
+        Lang::Js => JS.iter().collect(),
     };
     // Cargo names the component after the crate, with `-` made `_`.
     let file = name.replace('-', "_");
@@ -125,6 +141,17 @@ mod tests {
         assert!(app.starts_with("\"\"\"thermo-2: "), "{app}");
         assert!(py.join("wit/function.wit").is_file());
         assert!(next_steps("thermo-2", Lang::Python).contains("-o thermo-2.wasm"));
+        let js = scaffold("thermo-3", Lang::Js, dir.path()).unwrap();
+        let package: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(js.join("package.json")).unwrap())
+                .unwrap();
+        assert_eq!(package["name"], "thermo-3");
+        assert!(
+            package["scripts"]["build"]
+                .as_str()
+                .unwrap()
+                .ends_with("-o thermo-3.wasm")
+        );
         for bad in ["", "Thermo", "../x", "a.b", "a/b"] {
             assert!(scaffold(bad, Lang::Rust, dir.path()).is_err(), "{bad:?}");
         }

@@ -135,3 +135,27 @@ async fn a_new_python_project_builds_with_componentize_py_and_counts_in_both_mod
         .await;
     counts_in_both_modes(&node).await;
 }
+
+#[tokio::test]
+async fn a_new_js_project_builds_with_componentize_js_and_counts_in_both_modes() {
+    let (_dir, project) = new_project("js");
+    // The project's own `npm run build`, on the componentize-js the test
+    // command installed (instead of an `npm install` per run).
+    let modules = std::env::var("EDGE_JS_MODULES").unwrap_or_default();
+    assert!(
+        Path::new(&modules).join(".bin/componentize-js").exists(),
+        "componentize-js not found: run ./scripts/test.sh (it installs it) \
+         or set EDGE_JS_MODULES to a node_modules that has it"
+    );
+    std::os::unix::fs::symlink(&modules, project.join("node_modules")).unwrap();
+    run(Command::new("npm")
+        .current_dir(&project)
+        .args(["run", "--silent", "build"]));
+
+    let data = tempfile::tempdir().unwrap();
+    // A 12 MB component: ~25 s to compile on a debug build of the node.
+    let node = TestNode::start(data.path(), &["--compile-timeout-secs", "600"]).await;
+    node.deploy("tally", project.join("tally.wasm").to_str().unwrap())
+        .await;
+    counts_in_both_modes(&node).await;
+}
