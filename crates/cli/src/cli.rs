@@ -163,6 +163,10 @@ struct NodeArg {
     /// The node's token, if it requires one.
     #[arg(long, global = true, env = "EDGE_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// A certificate authority (PEM) to trust for an `https://` node,
+    /// besides the system's.
+    #[arg(long, global = true, env = "EDGE_CA")]
+    ca: Option<PathBuf>,
 }
 
 impl NodeArg {
@@ -175,9 +179,16 @@ impl NodeArg {
                 format!("Bearer {t}").parse()?,
             );
         }
-        Ok(reqwest::Client::builder()
-            .default_headers(headers)
-            .build()?)
+        let mut builder = reqwest::Client::builder().default_headers(headers);
+        if let Some(ca) = &self.ca {
+            let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
+            for root in reqwest::Certificate::from_pem_bundle(&pem)
+                .with_context(|| format!("no PEM certificate in {}", ca.display()))?
+            {
+                builder = builder.add_root_certificate(root);
+            }
+        }
+        Ok(builder.build()?)
     }
 }
 

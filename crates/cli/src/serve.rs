@@ -102,7 +102,20 @@ fn node_config(s: &Settings) -> Result<NodeConfig> {
         threads: s.background_threads,
         ..SchedConfig::default()
     };
+    if let Some(ca) = &s.tls_ca {
+        let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
+        config.tls_roots = Some(pem);
+    }
     Ok(config)
+}
+
+/// The server's TLS, when both --tls-cert and --tls-key are set.
+fn server_tls(s: &Settings) -> Result<Option<edge_http::Tls>> {
+    match (&s.tls_cert, &s.tls_key) {
+        (None, None) => Ok(None),
+        (Some(cert), Some(key)) => Ok(Some(edge_http::Tls::from_pem_files(cert, key)?)),
+        _ => bail!("--tls-cert and --tls-key go together"),
+    }
 }
 
 fn init_logging(json: bool) {
@@ -125,6 +138,8 @@ fn init_logging(json: bool) {
 pub async fn serve(args: Settings) -> Result<()> {
     init_logging(args.log_json);
     let mut config = node_config(&args)?;
+    let tls = server_tls(&args)?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
@@ -132,15 +147,16 @@ pub async fn serve(args: Settings) -> Result<()> {
     config.public_url = Some(
         args.public_url
             .clone()
-            .unwrap_or_else(|| format!("http://{addr}")),
+            .unwrap_or_else(|| format!("{scheme}://{addr}")),
     );
     let reserved = config.engine.reserved_address_space();
     let open_to_all = !config.auth.enabled() && !addr.ip().is_loopback();
+    let in_clear = tls.is_none() && !addr.ip().is_loopback();
     let node = Node::open(config)
         .await
         .with_context(|| format!("opening the node in {}", args.data_dir.display()))?;
     // The one line on stdout: scripts and tests read the bound address here.
-    println!("edge-node listening on http://{addr}");
+    println!("edge-node listening on {scheme}://{addr}");
     tracing::info!(
         %addr,
         profile = ?args.profile,
@@ -152,8 +168,15 @@ pub async fn serve(args: Settings) -> Result<()> {
     if open_to_all {
         tracing::warn!(%addr, "no --token: anyone who reaches this address can deploy and run code");
     }
+    if in_clear {
+        tracing::warn!(
+            %addr,
+            "no --tls-cert: tokens, code and state cross the network in clear text"
+        );
+    }
     let server = ServerConfig {
         header_read_timeout: Duration::from_secs(args.header_timeout_secs),
+        tls,
         ..ServerConfig::default()
     };
     // After a full disk, storage stays stopped until space returns; then

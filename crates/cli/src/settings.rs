@@ -172,6 +172,17 @@ settings! {
         /// Token the nodes of a cluster present to each other (and accept).
         #[arg(long, env = "EDGE_CLUSTER_TOKEN", hide_env_values = true)]
         cluster_token: String;
+        /// Serve HTTPS with this certificate chain (PEM, leaf first); needs
+        /// --tls-key.
+        #[arg(long, env = "EDGE_TLS_CERT")]
+        tls_cert: PathBuf;
+        /// The private key of --tls-cert (PEM).
+        #[arg(long, env = "EDGE_TLS_KEY")]
+        tls_key: PathBuf;
+        /// Certificate authorities (PEM) to trust for `https://` peers and
+        /// members besides the system's: the cluster's own CA.
+        #[arg(long, env = "EDGE_TLS_CA")]
+        tls_ca: PathBuf;
     }
 }
 

@@ -160,6 +160,9 @@ pub struct NodeConfig {
     pub auth: AuthConfig,
     /// When long and misbehaving calls move to background priority.
     pub sched: crate::sched::SchedConfig,
+    /// Certificate authorities (PEM) trusted for `https://` nodes besides
+    /// the system's: a cluster's own CA.
+    pub tls_roots: Option<Vec<u8>>,
 }
 
 impl NodeConfig {
@@ -193,6 +196,7 @@ impl NodeConfig {
             peers: Vec::new(),
             auth: AuthConfig::default(),
             sched: crate::sched::SchedConfig::default(),
+            tls_roots: None,
         }
     }
 }

@@ -38,6 +38,9 @@ pub enum NodeError {
     /// The teardown thread could not be started.
     #[error("teardown thread: {0}")]
     Teardown(std::io::Error),
+    /// The client for other nodes could not be set up (a bad CA file).
+    #[error("node-to-node client: {0}")]
+    Peer(#[from] edge_proto::PeerError),
 }
 
 impl From<sled::Error> for NodeError {
@@ -103,7 +106,10 @@ impl Node {
         )
         .await?;
         let local = Arc::new(SledStore::with_writer(writer.clone())?);
-        let peer = PeerClient::new(config.auth.outgoing());
+        let peer = match &config.tls_roots {
+            Some(pem) => PeerClient::with_roots(config.auth.outgoing(), pem)?,
+            None => PeerClient::new(config.auth.outgoing()),
+        };
         let me = config.url();
         // With a shared Redis: one connection for the store, the session
         // directory and the membership.
@@ -116,7 +122,7 @@ impl Node {
                     None,
                 ),
                 RemoteStore::Redis(url) => {
-                    let conn = edge_store_redis::connect(url).await?;
+                    let conn = edge_store_redis::connect(url, config.tls_roots.as_deref()).await?;
                     let directory = crate::session::Directory {
                         redis: edge_store_redis::RedisDirectory::new(conn.clone()),
                         me: me.clone(),

@@ -24,6 +24,7 @@ mod error;
 mod extract;
 mod server;
 mod sessions;
+mod tls;
 mod workflows;
 
 pub use api::{AppState, router};
@@ -33,3 +34,4 @@ pub use edge_proto::routes::{
 };
 pub use error::ApiError;
 pub use server::{ServerConfig, serve};
+pub use tls::{Tls, TlsError};

@@ -1,5 +1,6 @@
-//! The accept loop: HTTP/1.1 on hyper with a header-read timeout, keep-alive,
-//! a cap on open connections and graceful shutdown.
+//! The accept loop: HTTP/1.1 on hyper (over TLS when configured) with a
+//! header-read timeout, keep-alive, a cap on open connections and graceful
+//! shutdown.
 
 use edge_core::node::Node;
 use hyper::server::conn::http1;
@@ -24,6 +25,9 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// How long shutdown waits for requests in flight.
     pub shutdown_grace: Duration,
+    /// Serve HTTPS with this certificate (the handshake, too, must finish
+    /// within `header_read_timeout`).
+    pub tls: Option<crate::Tls>,
 }
 
 impl Default for ServerConfig {
@@ -32,6 +36,7 @@ impl Default for ServerConfig {
             header_read_timeout: Duration::from_secs(10),
             max_connections: 1024,
             shutdown_grace: Duration::from_secs(10),
+            tls: None,
         }
     }
 }
@@ -78,8 +83,33 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let service = TowerToHyperService::new(router.clone());
-        let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+        let Some(tls) = &config.tls else {
+            let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                }
+                drop(permit);
+            });
+            continue;
+        };
+        let (acceptor, builder, watcher) = (tls.0.clone(), builder.clone(), graceful.watcher());
+        let handshake = config.header_read_timeout;
         tokio::spawn(async move {
+            // A client that never finishes its handshake holds a slot no
+            // longer than one that never sends its headers.
+            let stream = match tokio::time::timeout(handshake, acceptor.accept(stream)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    return;
+                }
+            };
+            let conn = watcher.watch(builder.serve_connection(TokioIo::new(stream), service));
             if let Err(e) = conn.await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }

@@ -39,6 +39,9 @@ pub enum PeerError {
         /// What failed, with its causes.
         message: String,
     },
+    /// TLS could not be set up (a bad CA file).
+    #[error("TLS: {0}")]
+    Tls(String),
     /// The node answered with a status other than success.
     #[error("{url} answered {}: {body}", status_text(*.status))]
     Status {
@@ -200,21 +203,43 @@ impl Default for PeerClient {
 }
 
 impl PeerClient {
-    /// A client that presents `token` (the cluster token) on every request.
+    /// A client that presents `token` (the cluster token) on every request
+    /// and trusts the system's certificate authorities for `https://` nodes.
     pub fn new(token: Option<&str>) -> Self {
+        Self::build(token, Vec::new()).unwrap_or_else(|_| Self {
+            // The builder fails only on a TLS backend or root store that
+            // cannot be set up; a client without them then.
+            http: reqwest::Client::new(),
+        })
+    }
+
+    /// As [`PeerClient::new`], also trusting the certificate authorities in
+    /// `pem` (one or more PEM certificates): a cluster's own CA.
+    pub fn with_roots(token: Option<&str>, pem: &[u8]) -> Result<Self, PeerError> {
+        let roots = reqwest::Certificate::from_pem_bundle(pem)
+            .map_err(|e| PeerError::Tls(format!("the CA certificates: {e}")))?;
+        if roots.is_empty() {
+            return Err(PeerError::Tls("no certificate in the CA file".into()));
+        }
+        Self::build(token, roots)
+    }
+
+    fn build(token: Option<&str>, roots: Vec<reqwest::Certificate>) -> Result<Self, PeerError> {
         let mut headers = HeaderMap::new();
         if let Some(Ok(v)) = token.map(|t| HeaderValue::from_str(&format!("Bearer {t}"))) {
             headers.insert(reqwest::header::AUTHORIZATION, v);
         }
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .default_headers(headers)
             .pool_idle_timeout(POOL_IDLE)
-            .tcp_nodelay(true)
+            .tcp_nodelay(true);
+        for root in roots {
+            builder = builder.add_root_certificate(root);
+        }
+        let http = builder
             .build()
-            // Building fails only without a TLS backend or system config,
-            // neither of which this client uses; the plain client then.
-            .unwrap_or_else(|_| reqwest::Client::new());
-        Self { http }
+            .map_err(|e| PeerError::Tls(format!("building the HTTP client: {e}")))?;
+        Ok(Self { http })
     }
 
     /// Sends `request` and reads the whole answer, whatever its status.

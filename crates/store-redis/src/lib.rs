@@ -59,6 +59,9 @@ end
 return ''
 "#;
 
+/// How long [`connect`] tries before it gives up.
+const CONNECT_LIMIT: std::time::Duration = std::time::Duration::from_secs(20);
+
 fn hash_key(session: &str) -> Result<String, StoreError> {
     if !valid_session_id(session) {
         return Err(StoreError::InvalidSession);
@@ -70,18 +73,39 @@ fn redis_error(e: redis::RedisError) -> StoreError {
     StoreError::Backend(format!("redis: {e}"))
 }
 
-/// A connection to `url` (`redis://host:port[/db]`) that reconnects by
-/// itself, shared by the store, the directory and the membership (clones
-/// share it). Every command is bounded (5 s to connect, 5 s for an answer):
-/// a hung server fails calls with `unavailable`, it never holds them.
-pub async fn connect(url: &str) -> Result<ConnectionManager, StoreError> {
-    let client = redis::Client::open(url).map_err(redis_error)?;
+/// A connection to `url` (`redis://host:port[/db]`, or `rediss://` for
+/// TLS) that reconnects by itself, shared by the store, the directory and
+/// the membership (clones share it). Every command is bounded (5 s to
+/// connect, 5 s for an answer): a hung server fails calls with
+/// `unavailable`, it never holds them. With `roots` (PEM), a `rediss://`
+/// server's certificate must come from one of those authorities; without,
+/// from one the system trusts.
+pub async fn connect(url: &str, roots: Option<&[u8]>) -> Result<ConnectionManager, StoreError> {
+    let client = match roots {
+        Some(pem) if url.starts_with("rediss://") => redis::Client::build_with_tls(
+            url,
+            redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(pem.to_vec()),
+            },
+        ),
+        _ => redis::Client::open(url),
+    }
+    .map_err(redis_error)?;
     let config = redis::aio::ConnectionManagerConfig::new()
         .set_connection_timeout(std::time::Duration::from_secs(5))
-        .set_response_timeout(std::time::Duration::from_secs(5));
-    ConnectionManager::new_with_config(client, config)
-        .await
-        .map_err(redis_error)
+        .set_response_timeout(std::time::Duration::from_secs(5))
+        .set_number_of_retries(3)
+        .set_max_delay(1000);
+    // A Redis that cannot be reached (or trusted) fails the start within
+    // seconds, with its reason, instead of holding it.
+    tokio::time::timeout(
+        CONNECT_LIMIT,
+        ConnectionManager::new_with_config(client, config),
+    )
+    .await
+    .map_err(|_| StoreError::Backend(format!("redis: no connection within {CONNECT_LIMIT:?}")))?
+    .map_err(redis_error)
 }
 
 impl RedisStore {
@@ -96,7 +120,7 @@ impl RedisStore {
 
     /// Connects to `url` ([`connect`]) and uses it.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        Ok(Self::new(connect(url).await?))
+        Ok(Self::new(connect(url, None).await?))
     }
 
     /// The store as node `me` uses it: its commits pass the directory's

@@ -129,7 +129,17 @@ impl TestNode {
         self
     }
 
-    /// `url` + `path`.
+    /// Trusts the certificate authority `ca_pem` for this handle's requests
+    /// (a node serving HTTPS with a certificate it signed).
+    pub fn with_ca(mut self, ca_pem: &str) -> TestNode {
+        let ca = reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap();
+        self.http = reqwest::Client::builder()
+            .add_root_certificate(ca)
+            .build()
+            .unwrap();
+        self
+    }
+
     /// Waits (at most `limit`) for the node to exit on its own.
     pub async fn wait_exit(mut self, limit: Duration) -> std::process::ExitStatus {
         tokio::time::timeout(limit, self.child.wait())
@@ -167,9 +177,11 @@ impl TestNode {
 
     /// `host:port`.
     pub fn addr(&self) -> String {
-        self.url.trim_start_matches("http://").to_owned()
+        let url = self.url.trim_start_matches("http://");
+        url.trim_start_matches("https://").to_owned()
     }
 
+    /// `url` + `path`.
     pub fn at(&self, path: &str) -> String {
         format!("{}{path}", self.url)
     }
@@ -385,27 +397,49 @@ pub struct RedisServer {
 
 impl RedisServer {
     pub async fn start() -> RedisServer {
+        Self::spawn(&[], "redis").await
+    }
+
+    /// A Redis that speaks only TLS, with `cert.pem` and `key.pem` from
+    /// `certs` (`rediss://`).
+    pub async fn start_tls(certs: &Path) -> RedisServer {
+        let file = |name: &str| certs.join(name).to_str().unwrap().to_owned();
+        let tls = [
+            "--tls-cert-file".to_owned(),
+            file("cert.pem"),
+            "--tls-key-file".to_owned(),
+            file("key.pem"),
+            "--tls-ca-cert-file".to_owned(),
+            file("ca.pem"),
+            "--tls-auth-clients".to_owned(),
+            "no".to_owned(),
+        ];
+        let tls: Vec<&str> = tls.iter().map(String::as_str).collect();
+        Self::spawn(&tls, "rediss").await
+    }
+
+    async fn spawn(tls: &[&str], scheme: &str) -> RedisServer {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
-            .port();
+            .port()
+            .to_string();
+        // With TLS, the plain port is closed and the TLS one takes its number.
+        let ports: Vec<&str> = if tls.is_empty() {
+            vec!["--port", &port]
+        } else {
+            vec!["--port", "0", "--tls-port", &port]
+        };
         let child = std::process::Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
+            .args(ports)
+            .args(tls)
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .stdout(Stdio::null())
             .spawn()
             .expect("redis-server is installed (./scripts/test.sh installs it)");
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        while tokio::net::TcpStream::connect(format!("127.0.0.1:{port}"))
             .await
             .is_err()
         {
@@ -417,7 +451,7 @@ impl RedisServer {
         }
         RedisServer {
             child,
-            url: format!("redis://127.0.0.1:{port}"),
+            url: format!("{scheme}://127.0.0.1:{port}"),
         }
     }
 }

@@ -1,0 +1,218 @@
+//! HTTPS: nodes serve TLS with certificates from a CA the test makes, talk
+//! to each other over it (trusting that CA), and the CLI does too.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::path::Path;
+use std::time::Duration;
+use support::{TestNode, guests};
+use tokio::io::AsyncReadExt;
+
+/// A CA, and one certificate it signed for 127.0.0.1 and localhost, as PEM
+/// files in `dir`: `ca.pem`, `cert.pem`, `key.pem`.
+fn make_certificates(dir: &Path) -> String {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca.self_signed(&ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let names = vec!["127.0.0.1".to_owned(), "localhost".to_owned()];
+    let cert = CertificateParams::new(names)
+        .unwrap()
+        .signed_by(&key, &ca, &ca_key)
+        .unwrap();
+    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+    std::fs::write(dir.join("cert.pem"), cert.pem()).unwrap();
+    std::fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
+    ca.pem()
+}
+
+fn arg(dir: &Path, file: &str) -> String {
+    dir.join(file).to_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn nodes_serve_https_and_talk_to_each_other_over_it() {
+    let certs = tempfile::tempdir().unwrap();
+    let ca = make_certificates(certs.path());
+    let c = certs.path();
+    let tls = [
+        "--tls-cert".to_owned(),
+        arg(c, "cert.pem"),
+        "--tls-key".to_owned(),
+        arg(c, "key.pem"),
+        "--tls-ca".to_owned(),
+        arg(c, "ca.pem"),
+        "--header-timeout-secs".to_owned(),
+        "1".to_owned(),
+    ];
+    let tls: Vec<&str> = tls.iter().map(String::as_str).collect();
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let b = TestNode::start(dirs[1].path(), &tls).await.with_ca(&ca);
+    assert!(b.url.starts_with("https://127.0.0.1:"), "{}", b.url);
+    let peer = format!("b={}", b.url);
+    let a = TestNode::start(dirs[0].path(), &[&tls[..], &["--peer", &peer]].concat())
+        .await
+        .with_ca(&ca);
+    for n in [&a, &b] {
+        n.deploy("counter", guests::COUNTER).await;
+    }
+
+    // A local session moves from A to B over HTTPS; A forwards over it too.
+    a.set_mode("s", "local").await;
+    assert_eq!(a.invoke_ok("counter", Some("s"), "").await, "1");
+    let r = a.migrate("s", &b.url).await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    assert_eq!(b.invoke_ok("counter", Some("s"), "").await, "2");
+    let r = a.invoke("counter", Some("s"), "").await;
+    assert_eq!(support::header(&r, "edge-owner"), b.url);
+    assert_eq!(r.text().await.unwrap(), "3");
+
+    // A node that does not trust the cluster's CA cannot hand B a session:
+    // nothing moves.
+    let untrusting = [&tls[..4], &["--peer", &peer]].concat();
+    let stranger = TestNode::start(dirs[2].path(), &untrusting)
+        .await
+        .with_ca(&ca);
+    stranger.deploy("counter", guests::COUNTER).await;
+    stranger.set_mode("t", "local").await;
+    assert_eq!(stranger.invoke_ok("counter", Some("t"), "").await, "1");
+    let r = stranger.migrate("t", &b.url).await;
+    assert_eq!(r.status(), 500);
+    let text = r.text().await.unwrap();
+    assert!(text.to_lowercase().contains("certificate"), "{text}");
+    assert_eq!(stranger.invoke_ok("counter", Some("t"), "").await, "2");
+
+    // Plain HTTP, a client that does not trust the CA, and a client that
+    // never finishes its handshake all fail; the node serves on.
+    let plain = b.url.replacen("https://", "http://", 1);
+    assert!(reqwest::get(format!("{plain}/healthz")).await.is_err());
+    let e = reqwest::get(b.at("/healthz")).await.unwrap_err();
+    assert!(format!("{e:?}").contains("UnknownIssuer"), "{e:?}");
+    let mut silent = tokio::net::TcpStream::connect(b.addr()).await.unwrap();
+    let mut buf = [0u8; 1];
+    let closed = tokio::time::timeout(Duration::from_secs(5), silent.read(&mut buf)).await;
+    assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "{closed:?}");
+    assert!(b.healthy().await);
+
+    // The CLI talks HTTPS with --ca, and refuses a node it cannot trust.
+    let cli = |with_ca: bool| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_edge-node"));
+        command.args(["invoke", "counter", "--session", "s", "--node", &b.url]);
+        if with_ca {
+            command.args(["--ca", &arg(c, "ca.pem")]);
+        }
+        command.output().unwrap()
+    };
+    let out = cli(true);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "4");
+    let out = cli(false);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.to_lowercase().contains("certificate"), "{stderr}");
+}
+
+#[tokio::test]
+async fn a_bad_certificate_setting_stops_the_node_with_a_message() {
+    let certs = tempfile::tempdir().unwrap();
+    make_certificates(certs.path());
+    let c = certs.path();
+    let data = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_edge-node"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data.path())
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    for (args, says) in [
+        (
+            vec!["--tls-cert", &arg(c, "cert.pem")][..].to_vec(),
+            "go together",
+        ),
+        (
+            vec![
+                "--tls-cert",
+                &arg(c, "key.pem"),
+                "--tls-key",
+                &arg(c, "key.pem"),
+            ],
+            "no certificate",
+        ),
+        (
+            vec![
+                "--tls-cert",
+                &arg(c, "cert.pem"),
+                "--tls-key",
+                &arg(c, "ca.pem"),
+            ],
+            "ca.pem",
+        ),
+        (vec!["--tls-ca", &arg(c, "key.pem")], "certificate"),
+    ] {
+        let out = run(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} started");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
+}
+
+#[tokio::test]
+async fn nodes_keep_state_in_a_redis_that_speaks_only_tls() {
+    let certs = tempfile::tempdir().unwrap();
+    make_certificates(certs.path());
+    let c = certs.path();
+    let redis = support::RedisServer::start_tls(c).await;
+    assert!(redis.url.starts_with("rediss://"));
+    let ca = arg(c, "ca.pem");
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let a = TestNode::start(
+        dirs[0].path(),
+        &["--remote-store", &redis.url, "--tls-ca", &ca],
+    )
+    .await;
+    let b = TestNode::start(
+        dirs[1].path(),
+        &["--remote-store", &redis.url, "--tls-ca", &ca],
+    )
+    .await;
+    for n in [&a, &b] {
+        n.deploy("counter", guests::COUNTER).await;
+    }
+    // Remote-state calls on either node share one count, kept in Redis.
+    for (i, n) in [&a, &b, &a, &b].into_iter().enumerate() {
+        assert_eq!(
+            n.invoke_ok("counter", Some("r"), "").await,
+            (i + 1).to_string()
+        );
+    }
+    // The membership runs over it too.
+    let view = a.get_json("/v1/cluster").await;
+    assert_eq!(view["members"].as_array().unwrap().len(), 2, "{view}");
+    // A node that does not trust the CA stops at start, saying why (within
+    // seconds: the Redis connection is bounded).
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_edge-node"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--remote-store",
+            &redis.url,
+        ])
+        .arg("--data-dir")
+        .arg(dirs[2].path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("UnknownIssuer"), "{stderr}");
+    assert_eq!(a.invoke_ok("counter", Some("r"), "").await, "5");
+}
