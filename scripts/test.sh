@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test on a fresh machine: installs what cargo does not
 # (the wasm32-wasip2 target; redis-server for the remote-store tests;
+# mosquitto for the MQTT triggers;
 # componentize-py and componentize-js for the Python and JS templates), then
 # builds the guests (through guest-artifacts/build.rs) and runs the suite.
 set -euo pipefail
@@ -11,12 +12,20 @@ if ! rustup target list --installed | grep -qx wasm32-wasip2; then
   rustup target add wasm32-wasip2
 fi
 
-if ! command -v redis-server >/dev/null 2>&1; then
-  echo "== installing redis-server"
+MISSING=
+command -v redis-server >/dev/null 2>&1 || MISSING="$MISSING redis-server"
+command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || MISSING="$MISSING mosquitto"
+if [ -n "$MISSING" ]; then
+  echo "== installing$MISSING"
   if [ "$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server >/dev/null
+  # shellcheck disable=SC2086
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $MISSING >/dev/null
+  # The broker runs only when a test starts it.
+  $SUDO systemctl disable --now mosquitto >/dev/null 2>&1 || true
 fi
+# Debian keeps mosquitto in /usr/sbin, outside a normal user's PATH.
+export PATH="$PATH:/usr/sbin"
 
 # componentize-py (PyPI), for the Python template's test, in a venv of its own.
 PYTOOLS="$PWD/target/tools/py"

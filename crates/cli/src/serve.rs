@@ -56,6 +56,9 @@ pub fn resolve(args: ServeArgs) -> Result<Settings> {
     if settings.max_instances == 0 || settings.max_memory_mib == 0 {
         bail!("max-instances and max-memory-mib must be at least 1");
     }
+    if !settings.mqtt_triggers.is_empty() && settings.mqtt_broker.is_none() {
+        bail!("--mqtt-trigger needs --mqtt-broker mqtt://host[:port]");
+    }
     Ok(settings)
 }
 
@@ -189,7 +192,9 @@ pub async fn serve(args: Settings) -> Result<()> {
             () = storage.recovered() => {}
         }
     };
-    edge_http::serve(listener, Arc::new(node), server, stop).await?;
+    let node = Arc::new(node);
+    start_triggers(&node, &args);
+    edge_http::serve(listener, node, server, stop).await?;
     if let Some(why) = storage.failed() {
         // Leave at once, without destructors: sled's threads may wait for
         // ever on a database whose flush failed, and the process must end
@@ -206,6 +211,22 @@ pub async fn serve(args: Settings) -> Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Subscribes the MQTT triggers and starts the timers.
+fn start_triggers(node: &Arc<Node>, s: &Settings) {
+    if let Some(broker) = s
+        .mqtt_broker
+        .as_ref()
+        .filter(|_| !s.mqtt_triggers.is_empty())
+    {
+        let id = edge_triggers::mqtt::client_id(&s.data_dir);
+        tracing::info!(client_id = %id, triggers = s.mqtt_triggers.len(), "MQTT triggers");
+        edge_triggers::mqtt::spawn(node.clone(), broker.clone(), s.mqtt_triggers.clone(), id);
+    }
+    for t in &s.timer_triggers {
+        edge_triggers::timer::spawn(node.clone(), t.clone());
+    }
 }
 
 async fn shutdown_signal() {

@@ -6,6 +6,7 @@
 
 use crate::serve::Profile;
 use edge_core::RemoteStore;
+use edge_triggers::{MqttBroker, MqttTrigger, TimerTrigger};
 use serde::{Deserialize, Deserializer};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -161,6 +162,17 @@ settings! {
         /// one (a core stays free of long guest code).
         #[arg(long)]
         background_threads: usize = 0;
+        /// Call a function per MQTT message: FILTER=FUNCTION[>REPLY]
+        /// (repeatable; needs --mqtt-broker). The session is the topic with
+        /// `/` made `.`; REPLY (`{topic}` is replaced) gets each output.
+        #[arg(long = "mqtt-trigger")]
+        #[serde(default, deserialize_with = "from_texts")]
+        mqtt_triggers: Vec<MqttTrigger> = Vec::new();
+        /// Call a function at an interval: MS=FUNCTION[@SESSION]
+        /// (repeatable; the session defaults to timer.FUNCTION).
+        #[arg(long = "timer-trigger")]
+        #[serde(default, deserialize_with = "from_texts")]
+        timer_triggers: Vec<TimerTrigger> = Vec::new();
     }
     optional {
         /// The URL other nodes reach this one at (default: http://<listen address>).
@@ -183,6 +195,11 @@ settings! {
         /// members besides the system's: the cluster's own CA.
         #[arg(long, env = "EDGE_TLS_CA")]
         tls_ca: PathBuf;
+        /// The MQTT broker the --mqtt-trigger subscriptions use:
+        /// mqtt://host[:port].
+        #[arg(long, env = "EDGE_MQTT_BROKER")]
+        #[serde(default, deserialize_with = "from_text")]
+        mqtt_broker: MqttBroker;
     }
 }
 
@@ -253,6 +270,18 @@ impl Show for Vec<(String, String)> {
     }
 }
 
+impl Show for Vec<MqttTrigger> {
+    fn show(&self) -> String {
+        format!("{} given", self.len())
+    }
+}
+
+impl Show for Vec<TimerTrigger> {
+    fn show(&self) -> String {
+        format!("{} given", self.len())
+    }
+}
+
 /// `NAME=URL`, the URL http(s), without a trailing slash.
 pub fn parse_peer(s: &str) -> Result<(String, String), String> {
     let (name, url) = s.split_once('=').ok_or("expected NAME=URL")?;
@@ -277,10 +306,24 @@ fn peers_table<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<(String, St
 fn from_text<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
 where
     D: Deserializer<'de>,
-    T: std::str::FromStr<Err = String>,
+    T: std::str::FromStr<Err: std::fmt::Display>,
 {
     let text = String::deserialize(d)?;
     text.parse().map(Some).map_err(serde::de::Error::custom)
+}
+
+/// A list the file gives as texts, each of which its type parses.
+fn from_texts<'de, D, T>(d: D) -> Result<Option<Vec<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: std::str::FromStr<Err: std::fmt::Display>,
+{
+    let texts = Vec::<String>::deserialize(d)?;
+    texts
+        .iter()
+        .map(|t| t.parse().map_err(serde::de::Error::custom))
+        .collect::<Result<_, _>>()
+        .map(Some)
 }
 
 #[cfg(test)]

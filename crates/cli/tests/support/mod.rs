@@ -526,3 +526,39 @@ pub fn distinct_component(bytes: &[u8], tag: u32) -> Vec<u8> {
     out.extend_from_slice(&payload);
     out
 }
+
+/// A mosquitto broker on a free loopback port; killed when dropped.
+pub struct Mosquitto {
+    child: std::process::Child,
+    pub port: u16,
+}
+
+impl Mosquitto {
+    pub async fn start() -> Mosquitto {
+        let addr = free_addr();
+        let port: u16 = addr.rsplit_once(':').unwrap().1.parse().unwrap();
+        let child = std::process::Command::new("mosquitto")
+            .args(["-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mosquitto is installed (./scripts/test.sh installs it)");
+        let until = std::time::Instant::now() + Duration::from_secs(10);
+        while tokio::net::TcpStream::connect(&addr).await.is_err() {
+            assert!(std::time::Instant::now() < until, "mosquitto did not start");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Mosquitto { child, port }
+    }
+
+    pub fn url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,177 @@
+//! Triggers besides HTTP: MQTT messages from a real broker (mosquitto, on
+//! a free port) and timers call functions.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+use support::{Mosquitto, TestNode, free_addr, guests};
+
+/// A test client subscribed to `filter`; the replies it receives arrive on
+/// the returned channel as (topic, payload).
+async fn listener(
+    port: u16,
+    filter: &str,
+) -> (
+    AsyncClient,
+    tokio::sync::mpsc::UnboundedReceiver<(String, String)>,
+) {
+    let options = MqttOptions::new(format!("test-{}", std::process::id()), "127.0.0.1", port);
+    let (client, mut events) = AsyncClient::new(options, 256);
+    client.subscribe(filter, QoS::AtLeastOnce).await.unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let (subscribed_tx, subscribed) = tokio::sync::oneshot::channel();
+    let mut subscribed_tx = Some(subscribed_tx);
+    tokio::spawn(async move {
+        while let Ok(event) = events.poll().await {
+            match event {
+                Event::Incoming(Packet::SubAck(_)) => {
+                    if let Some(s) = subscribed_tx.take() {
+                        let _ = s.send(());
+                    }
+                }
+                Event::Incoming(Packet::Publish(p)) => {
+                    let text = String::from_utf8_lossy(&p.payload).into_owned();
+                    let _ = tx.send((p.topic.clone(), text));
+                }
+                _ => {}
+            }
+        }
+    });
+    tokio::time::timeout(Duration::from_secs(10), subscribed)
+        .await
+        .unwrap()
+        .unwrap();
+    (client, rx)
+}
+
+/// Collects `n` replies (at most `limit` to wait), by topic in arrival order.
+async fn replies(
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<(String, String)>,
+    n: usize,
+    limit: Duration,
+) -> BTreeMap<String, Vec<String>> {
+    let mut got: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let until = Instant::now() + limit;
+    for _ in 0..n {
+        let left = until.saturating_duration_since(Instant::now());
+        let Ok(Some((topic, payload))) = tokio::time::timeout(left, rx.recv()).await else {
+            panic!("only {got:?} within {limit:?}");
+        };
+        got.entry(topic).or_default().push(payload);
+    }
+    got
+}
+
+fn counting(from: u64, to: u64) -> Vec<String> {
+    (from..=to).map(|i| i.to_string()).collect()
+}
+
+#[tokio::test]
+async fn mqtt_messages_call_a_function_per_topic_in_order_at_least_once() {
+    let broker = Mosquitto::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let listen = free_addr();
+    let args = [
+        "--mqtt-broker",
+        &broker.url(),
+        "--mqtt-trigger",
+        "sensors/+/temp=counter>counts/{topic}",
+    ];
+    let node = TestNode::start_at(data.path(), &listen, &args).await;
+    node.deploy("counter", guests::COUNTER).await;
+    let (client, mut rx) = listener(broker.port, "counts/#").await;
+    // The node subscribes once connected; wait until a message gets through.
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        client
+            .publish("sensors/probe/temp", QoS::AtLeastOnce, false, "")
+            .await
+            .unwrap();
+        if let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(300), rx.recv()).await {
+            break;
+        }
+        assert!(Instant::now() < until, "the node never answered a message");
+    }
+
+    // 30 messages on one sensor, 20 on another, interleaved: each topic is
+    // its own session, counted in order.
+    for i in 0..30 {
+        client
+            .publish("sensors/a/temp", QoS::AtLeastOnce, false, "")
+            .await
+            .unwrap();
+        if i < 20 {
+            client
+                .publish("sensors/b/temp", QoS::AtLeastOnce, false, "")
+                .await
+                .unwrap();
+        }
+    }
+    let got = replies(&mut rx, 50, Duration::from_secs(30)).await;
+    assert_eq!(got["counts/sensors/a/temp"], counting(1, 30));
+    assert_eq!(got["counts/sensors/b/temp"], counting(1, 20));
+    // The same session over HTTP.
+    assert_eq!(
+        node.invoke_ok("counter", Some("sensors.a.temp"), "").await,
+        "31"
+    );
+
+    // Messages sent while the node is down reach it when it is back (its
+    // broker session persists), in order, none lost.
+    node.stop().await;
+    for _ in 0..10 {
+        client
+            .publish("sensors/a/temp", QoS::AtLeastOnce, false, "")
+            .await
+            .unwrap();
+    }
+    let node = TestNode::start_at(data.path(), &listen, &args).await;
+    let got = replies(&mut rx, 10, Duration::from_secs(30)).await;
+    assert_eq!(got["counts/sensors/a/temp"], counting(32, 41));
+    assert!(node.healthy().await);
+}
+
+#[tokio::test]
+async fn a_timer_calls_its_function_at_its_interval() {
+    let data = tempfile::tempdir().unwrap();
+    let node = TestNode::start(data.path(), &["--timer-trigger", "100=counter@tick"]).await;
+    node.deploy("counter", guests::COUNTER).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let count: u64 = node
+        .invoke_ok("counter", Some("tick"), "")
+        .await
+        .parse()
+        .unwrap();
+    // ~14 ticks since the deploy; a slow machine may skip some.
+    assert!((5..=20).contains(&count), "{count}");
+}
+
+#[tokio::test]
+async fn triggers_that_do_not_parse_stop_the_node_with_a_message() {
+    let data = tempfile::tempdir().unwrap();
+    for (args, says) in [
+        (vec!["--mqtt-trigger", "a/b=counter"], "needs --mqtt-broker"),
+        (
+            vec!["--mqtt-broker", "tcp://x", "--mqtt-trigger", "a=f"],
+            "mqtt://",
+        ),
+        (vec!["--timer-trigger", "5=counter"], "10 ms"),
+        (
+            vec!["--mqtt-broker", "mqtt://x", "--mqtt-trigger", "a/b"],
+            "FILTER=FUNCTION",
+        ),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_edge-node"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data.path())
+            .args(&args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
+}
