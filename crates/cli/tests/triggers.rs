@@ -14,11 +14,15 @@ use support::{Mosquitto, TestNode, free_addr, guests};
 async fn listener(
     port: u16,
     filter: &str,
+    login: Option<(&str, &str)>,
 ) -> (
     AsyncClient,
     tokio::sync::mpsc::UnboundedReceiver<(String, String)>,
 ) {
-    let options = MqttOptions::new(format!("test-{}", std::process::id()), "127.0.0.1", port);
+    let mut options = MqttOptions::new(format!("test-{}", std::process::id()), "127.0.0.1", port);
+    if let Some((user, password)) = login {
+        options.set_credentials(user, password);
+    }
     let (client, mut events) = AsyncClient::new(options, 256);
     client.subscribe(filter, QoS::AtLeastOnce).await.unwrap();
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
@@ -65,6 +69,26 @@ async fn replies(
     got
 }
 
+/// Publishes to `topic` until a reply comes (the node subscribes once it
+/// is connected), at most 10 s.
+async fn answered(
+    client: &AsyncClient,
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<(String, String)>,
+    topic: &str,
+) {
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        client
+            .publish(topic, QoS::AtLeastOnce, false, "")
+            .await
+            .unwrap();
+        if let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(300), rx.recv()).await {
+            return;
+        }
+        assert!(Instant::now() < until, "the node never answered on {topic}");
+    }
+}
+
 fn counting(from: u64, to: u64) -> Vec<String> {
     (from..=to).map(|i| i.to_string()).collect()
 }
@@ -82,19 +106,8 @@ async fn mqtt_messages_call_a_function_per_topic_in_order_at_least_once() {
     ];
     let node = TestNode::start_at(data.path(), &listen, &args).await;
     node.deploy("counter", guests::COUNTER).await;
-    let (client, mut rx) = listener(broker.port, "counts/#").await;
-    // The node subscribes once connected; wait until a message gets through.
-    let until = Instant::now() + Duration::from_secs(10);
-    loop {
-        client
-            .publish("sensors/probe/temp", QoS::AtLeastOnce, false, "")
-            .await
-            .unwrap();
-        if let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(300), rx.recv()).await {
-            break;
-        }
-        assert!(Instant::now() < until, "the node never answered a message");
-    }
+    let (client, mut rx) = listener(broker.port, "counts/#", None).await;
+    answered(&client, &mut rx, "sensors/probe/temp").await;
 
     // 30 messages on one sensor, 20 on another, interleaved: each topic is
     // its own session, counted in order.
@@ -132,6 +145,48 @@ async fn mqtt_messages_call_a_function_per_topic_in_order_at_least_once() {
     let got = replies(&mut rx, 10, Duration::from_secs(30)).await;
     assert_eq!(got["counts/sensors/a/temp"], counting(32, 41));
     assert!(node.healthy().await);
+}
+
+#[tokio::test]
+async fn a_broker_that_asks_for_a_password_gets_the_one_in_the_url() {
+    let broker = Mosquitto::start_with_password("plant", "s3:cret").await;
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let url = |password: &str| format!("mqtt://plant:{password}@127.0.0.1:{}", broker.port);
+    let node = TestNode::start(
+        dirs[0].path(),
+        &[
+            "--mqtt-broker",
+            &url("s3:cret"),
+            "--mqtt-trigger",
+            "probe/#=counter>echo/{topic}",
+        ],
+    )
+    .await;
+    node.deploy("counter", guests::COUNTER).await;
+    let (client, mut rx) = listener(broker.port, "echo/#", Some(("plant", "s3:cret"))).await;
+    answered(&client, &mut rx, "probe/a").await;
+
+    // With a wrong password the broker refuses the node, which serves on.
+    let other = TestNode::start(
+        dirs[1].path(),
+        &[
+            "--mqtt-broker",
+            &url("nope"),
+            "--mqtt-trigger",
+            "other/#=counter>echo/{topic}",
+        ],
+    )
+    .await;
+    other.deploy("counter", guests::COUNTER).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    while rx.try_recv().is_ok() {}
+    client
+        .publish("other/a", QoS::AtLeastOnce, false, "")
+        .await
+        .unwrap();
+    let nothing = tokio::time::timeout(Duration::from_millis(1500), rx.recv()).await;
+    assert!(nothing.is_err(), "{nothing:?}");
+    assert!(other.healthy().await);
 }
 
 #[tokio::test]

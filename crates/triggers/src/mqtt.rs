@@ -22,13 +22,27 @@ const LANES: usize = 16;
 /// A call the node could not run now is tried this many times in all.
 const TRIES: u32 = 8;
 
-/// Where the broker is: `mqtt://host[:port]` (port 1883 by default).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where the broker is: `mqtt://[user:password@]host[:port]` (port 1883
+/// by default).
+#[derive(Clone, PartialEq, Eq)]
 pub struct MqttBroker {
     /// Host name or address.
     pub host: String,
     /// TCP port.
     pub port: u16,
+    /// User name and password the broker asks for, if any.
+    pub credentials: Option<(String, String)>,
+}
+
+impl std::fmt::Debug for MqttBroker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the password: settings are logged.
+        f.debug_struct("MqttBroker")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("user", &self.credentials.as_ref().map(|(u, _)| u))
+            .finish()
+    }
 }
 
 impl FromStr for MqttBroker {
@@ -39,6 +53,15 @@ impl FromStr for MqttBroker {
             .strip_prefix("mqtt://")
             .ok_or_else(|| ParseError(format!("{s:?}: expected mqtt://host[:port]")))?;
         let rest = rest.trim_end_matches('/');
+        let (credentials, rest) = match rest.rsplit_once('@') {
+            Some((user_pass, host)) => {
+                let (user, pass) = user_pass.split_once(':').ok_or_else(|| {
+                    ParseError(format!("expected user:password@ before the host in {s:?}"))
+                })?;
+                (Some((user.to_owned(), pass.to_owned())), host)
+            }
+            None => (None, rest),
+        };
         let (host, port) = match rest.rsplit_once(':') {
             Some((h, p)) => (
                 h,
@@ -53,6 +76,7 @@ impl FromStr for MqttBroker {
         Ok(MqttBroker {
             host: host.to_owned(),
             port,
+            credentials,
         })
     }
 }
@@ -155,6 +179,9 @@ pub fn spawn(node: Arc<Node>, broker: MqttBroker, triggers: Vec<MqttTrigger>, cl
     options.set_keep_alive(Duration::from_secs(15));
     options.set_clean_session(false);
     options.set_manual_acks(true);
+    if let Some((user, password)) = &broker.credentials {
+        options.set_credentials(user.clone(), password.clone());
+    }
     let (client, mut events) = AsyncClient::new(options, 64);
     let triggers = Arc::new(triggers);
     // Unbounded, yet bounded in fact: the broker sends no more QoS 1
@@ -276,10 +303,15 @@ mod tests {
             "mqtt://10.0.0.2".parse::<MqttBroker>().unwrap(),
             MqttBroker {
                 host: "10.0.0.2".into(),
-                port: 1883
+                port: 1883,
+                credentials: None
             }
         );
-        for bad in ["tcp://x:1", "mqtt://", "mqtt://h:port"] {
+        let b: MqttBroker = "mqtt://plant:s3:cr3t@broker.local:8883".parse().unwrap();
+        assert_eq!(b.credentials, Some(("plant".into(), "s3:cr3t".into())));
+        assert_eq!((b.host.as_str(), b.port), ("broker.local", 8883));
+        assert!(!format!("{b:?}").contains("s3"), "{b:?}");
+        for bad in ["tcp://x:1", "mqtt://", "mqtt://h:port", "mqtt://user@h"] {
             assert!(bad.parse::<MqttBroker>().is_err(), "{bad}");
         }
     }

@@ -531,14 +531,49 @@ pub fn distinct_component(bytes: &[u8], tag: u32) -> Vec<u8> {
 pub struct Mosquitto {
     child: std::process::Child,
     pub port: u16,
+    _config: Option<tempfile::TempDir>,
 }
 
 impl Mosquitto {
     pub async fn start() -> Mosquitto {
+        Self::spawn(None).await
+    }
+
+    /// A broker that lets in only `user` with `password`.
+    pub async fn start_with_password(user: &str, password: &str) -> Mosquitto {
+        Self::spawn(Some((user, password))).await
+    }
+
+    async fn spawn(login: Option<(&str, &str)>) -> Mosquitto {
         let addr = free_addr();
         let port: u16 = addr.rsplit_once(':').unwrap().1.parse().unwrap();
-        let child = std::process::Command::new("mosquitto")
-            .args(["-p", &port.to_string()])
+        let mut command = std::process::Command::new("mosquitto");
+        let mut config = None;
+        match login {
+            None => {
+                command.args(["-p", &port.to_string()]);
+            }
+            Some((user, password)) => {
+                let dir = tempfile::tempdir().unwrap();
+                let passwords = dir.path().join("passwords");
+                let made = std::process::Command::new("mosquitto_passwd")
+                    .args(["-b", "-c"])
+                    .arg(&passwords)
+                    .args([user, password])
+                    .status()
+                    .expect("mosquitto_passwd comes with mosquitto");
+                assert!(made.success());
+                let file = dir.path().join("mosquitto.conf");
+                let text = format!(
+                    "listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {}\n",
+                    passwords.display()
+                );
+                std::fs::write(&file, text).unwrap();
+                command.arg("-c").arg(&file);
+                config = Some(dir);
+            }
+        }
+        let child = command
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -548,7 +583,11 @@ impl Mosquitto {
             assert!(std::time::Instant::now() < until, "mosquitto did not start");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        Mosquitto { child, port }
+        Mosquitto {
+            child,
+            port,
+            _config: config,
+        }
     }
 
     pub fn url(&self) -> String {
