@@ -196,7 +196,8 @@ settings! {
         #[arg(long, env = "EDGE_TLS_CA")]
         tls_ca: PathBuf;
         /// The MQTT broker the --mqtt-trigger subscriptions use:
-        /// mqtt://host[:port].
+        /// mqtt://[user:password@]host[:port], or mqtts://… for TLS
+        /// (trusting --tls-ca when given).
         #[arg(long, env = "EDGE_MQTT_BROKER")]
         #[serde(default, deserialize_with = "from_text")]
         mqtt_broker: MqttBroker;

@@ -9,26 +9,6 @@ use std::time::Duration;
 use support::{TestNode, guests};
 use tokio::io::AsyncReadExt;
 
-/// A CA, and one certificate it signed for 127.0.0.1 and localhost, as PEM
-/// files in `dir`: `ca.pem`, `cert.pem`, `key.pem`.
-fn make_certificates(dir: &Path) -> String {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = ca.self_signed(&ca_key).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let names = vec!["127.0.0.1".to_owned(), "localhost".to_owned()];
-    let cert = CertificateParams::new(names)
-        .unwrap()
-        .signed_by(&key, &ca, &ca_key)
-        .unwrap();
-    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
-    std::fs::write(dir.join("cert.pem"), cert.pem()).unwrap();
-    std::fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
-    ca.pem()
-}
-
 fn arg(dir: &Path, file: &str) -> String {
     dir.join(file).to_str().unwrap().to_owned()
 }
@@ -36,7 +16,7 @@ fn arg(dir: &Path, file: &str) -> String {
 #[tokio::test]
 async fn nodes_serve_https_and_talk_to_each_other_over_it() {
     let certs = tempfile::tempdir().unwrap();
-    let ca = make_certificates(certs.path());
+    let ca = support::make_certificates(certs.path());
     let c = certs.path();
     let tls = [
         "--tls-cert".to_owned(),
@@ -122,7 +102,7 @@ async fn nodes_serve_https_and_talk_to_each_other_over_it() {
 #[tokio::test]
 async fn a_bad_certificate_setting_stops_the_node_with_a_message() {
     let certs = tempfile::tempdir().unwrap();
-    make_certificates(certs.path());
+    support::make_certificates(certs.path());
     let c = certs.path();
     let data = tempfile::tempdir().unwrap();
     let run = |args: &[&str]| {
@@ -168,7 +148,7 @@ async fn a_bad_certificate_setting_stops_the_node_with_a_message() {
 #[tokio::test]
 async fn nodes_keep_state_in_a_redis_that_speaks_only_tls() {
     let certs = tempfile::tempdir().unwrap();
-    make_certificates(certs.path());
+    support::make_certificates(certs.path());
     let c = certs.path();
     let redis = support::RedisServer::start_tls(c).await;
     assert!(redis.url.starts_with("rediss://"));

@@ -15,6 +15,7 @@ async fn listener(
     port: u16,
     filter: &str,
     login: Option<(&str, &str)>,
+    tls_ca: Option<&str>,
 ) -> (
     AsyncClient,
     tokio::sync::mpsc::UnboundedReceiver<(String, String)>,
@@ -22,6 +23,15 @@ async fn listener(
     let mut options = MqttOptions::new(format!("test-{}", std::process::id()), "127.0.0.1", port);
     if let Some((user, password)) = login {
         options.set_credentials(user, password);
+    }
+    if let Some(ca) = tls_ca {
+        options.set_transport(rumqttc::Transport::tls_with_config(
+            rumqttc::TlsConfiguration::Simple {
+                ca: ca.as_bytes().to_vec(),
+                alpn: None,
+                client_auth: None,
+            },
+        ));
     }
     let (client, mut events) = AsyncClient::new(options, 256);
     client.subscribe(filter, QoS::AtLeastOnce).await.unwrap();
@@ -106,7 +116,7 @@ async fn mqtt_messages_call_a_function_per_topic_in_order_at_least_once() {
     ];
     let node = TestNode::start_at(data.path(), &listen, &args).await;
     node.deploy("counter", guests::COUNTER).await;
-    let (client, mut rx) = listener(broker.port, "counts/#", None).await;
+    let (client, mut rx) = listener(broker.port, "counts/#", None, None).await;
     answered(&client, &mut rx, "sensors/probe/temp").await;
 
     // 30 messages on one sensor, 20 on another, interleaved: each topic is
@@ -163,7 +173,7 @@ async fn a_broker_that_asks_for_a_password_gets_the_one_in_the_url() {
     )
     .await;
     node.deploy("counter", guests::COUNTER).await;
-    let (client, mut rx) = listener(broker.port, "echo/#", Some(("plant", "s3:cret"))).await;
+    let (client, mut rx) = listener(broker.port, "echo/#", Some(("plant", "s3:cret")), None).await;
     answered(&client, &mut rx, "probe/a").await;
 
     // With a wrong password the broker refuses the node, which serves on.
@@ -187,6 +197,40 @@ async fn a_broker_that_asks_for_a_password_gets_the_one_in_the_url() {
     let nothing = tokio::time::timeout(Duration::from_millis(1500), rx.recv()).await;
     assert!(nothing.is_err(), "{nothing:?}");
     assert!(other.healthy().await);
+}
+
+#[tokio::test]
+async fn an_mqtts_broker_is_reached_over_tls_trusting_the_nodes_ca() {
+    let certs = tempfile::tempdir().unwrap();
+    let ca = support::make_certificates(certs.path());
+    let broker = Mosquitto::start_tls(certs.path()).await;
+    let url = format!("mqtts://127.0.0.1:{}", broker.port);
+    let ca_file = certs.path().join("ca.pem").display().to_string();
+    let data = tempfile::tempdir().unwrap();
+    let node = TestNode::start(
+        data.path(),
+        &[
+            "--mqtt-broker",
+            &url,
+            "--tls-ca",
+            &ca_file,
+            "--mqtt-trigger",
+            "secure/#=counter>echo/{topic}",
+        ],
+    )
+    .await;
+    node.deploy("counter", guests::COUNTER).await;
+    let (client, mut rx) = listener(broker.port, "echo/#", None, Some(&ca)).await;
+    answered(&client, &mut rx, "secure/a").await;
+    while rx.try_recv().is_ok() {}
+    for _ in 0..3 {
+        client
+            .publish("secure/b", QoS::AtLeastOnce, false, "")
+            .await
+            .unwrap();
+    }
+    let got = replies(&mut rx, 3, Duration::from_secs(10)).await;
+    assert_eq!(got["echo/secure/b"], counting(1, 3));
 }
 
 #[tokio::test]

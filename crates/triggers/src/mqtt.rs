@@ -23,13 +23,15 @@ const LANES: usize = 16;
 const TRIES: u32 = 8;
 
 /// Where the broker is: `mqtt://[user:password@]host[:port]` (port 1883
-/// by default).
+/// by default), or `mqtts://…` for TLS (port 8883 by default).
 #[derive(Clone, PartialEq, Eq)]
 pub struct MqttBroker {
     /// Host name or address.
     pub host: String,
     /// TCP port.
     pub port: u16,
+    /// Over TLS.
+    pub tls: bool,
     /// User name and password the broker asks for, if any.
     pub credentials: Option<(String, String)>,
 }
@@ -40,6 +42,7 @@ impl std::fmt::Debug for MqttBroker {
         f.debug_struct("MqttBroker")
             .field("host", &self.host)
             .field("port", &self.port)
+            .field("tls", &self.tls)
             .field("user", &self.credentials.as_ref().map(|(u, _)| u))
             .finish()
     }
@@ -49,9 +52,15 @@ impl FromStr for MqttBroker {
     type Err = ParseError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let rest = s
-            .strip_prefix("mqtt://")
-            .ok_or_else(|| ParseError(format!("{s:?}: expected mqtt://host[:port]")))?;
+        let (tls, rest) = match (s.strip_prefix("mqtt://"), s.strip_prefix("mqtts://")) {
+            (Some(rest), _) => (false, rest),
+            (_, Some(rest)) => (true, rest),
+            _ => {
+                return Err(ParseError(format!(
+                    "{s:?}: expected mqtt://host[:port] or mqtts://host[:port]"
+                )));
+            }
+        };
         let rest = rest.trim_end_matches('/');
         let (credentials, rest) = match rest.rsplit_once('@') {
             Some((user_pass, host)) => {
@@ -68,7 +77,7 @@ impl FromStr for MqttBroker {
                 p.parse()
                     .map_err(|_| ParseError(format!("{s:?}: bad port {p:?}")))?,
             ),
-            None => (rest, 1883),
+            None => (rest, if tls { 8883 } else { 1883 }),
         };
         if host.is_empty() {
             return Err(ParseError(format!("{s:?}: no host")));
@@ -76,6 +85,7 @@ impl FromStr for MqttBroker {
         Ok(MqttBroker {
             host: host.to_owned(),
             port,
+            tls,
             credentials,
         })
     }
@@ -173,7 +183,9 @@ pub fn client_id(data_dir: &std::path::Path) -> String {
 }
 
 /// Subscribes `node` to `triggers` on `broker` for as long as the process
-/// runs, reconnecting (and resubscribing) after a lost connection.
+/// runs, reconnecting (and resubscribing) after a lost connection. Over
+/// TLS, the broker's certificate must come from the node's `tls_roots`
+/// when it has some, else from an authority the system trusts.
 pub fn spawn(node: Arc<Node>, broker: MqttBroker, triggers: Vec<MqttTrigger>, client_id: String) {
     let mut options = MqttOptions::new(client_id, broker.host.clone(), broker.port);
     options.set_keep_alive(Duration::from_secs(15));
@@ -181,6 +193,17 @@ pub fn spawn(node: Arc<Node>, broker: MqttBroker, triggers: Vec<MqttTrigger>, cl
     options.set_manual_acks(true);
     if let Some((user, password)) = &broker.credentials {
         options.set_credentials(user.clone(), password.clone());
+    }
+    if broker.tls {
+        let tls = match &node.config().tls_roots {
+            Some(pem) => rumqttc::TlsConfiguration::Simple {
+                ca: pem.clone(),
+                alpn: None,
+                client_auth: None,
+            },
+            None => rumqttc::TlsConfiguration::default(),
+        };
+        options.set_transport(rumqttc::Transport::tls_with_config(tls));
     }
     let (client, mut events) = AsyncClient::new(options, 64);
     let triggers = Arc::new(triggers);
@@ -304,6 +327,7 @@ mod tests {
             MqttBroker {
                 host: "10.0.0.2".into(),
                 port: 1883,
+                tls: false,
                 credentials: None
             }
         );
@@ -311,6 +335,8 @@ mod tests {
         assert_eq!(b.credentials, Some(("plant".into(), "s3:cr3t".into())));
         assert_eq!((b.host.as_str(), b.port), ("broker.local", 8883));
         assert!(!format!("{b:?}").contains("s3"), "{b:?}");
+        let b: MqttBroker = "mqtts://broker.local".parse().unwrap();
+        assert!(b.tls && b.port == 8883);
         for bad in ["tcp://x:1", "mqtt://", "mqtt://h:port", "mqtt://user@h"] {
             assert!(bad.parse::<MqttBroker>().is_err(), "{bad}");
         }

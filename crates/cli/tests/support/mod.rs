@@ -536,24 +536,44 @@ pub struct Mosquitto {
 
 impl Mosquitto {
     pub async fn start() -> Mosquitto {
-        Self::spawn(None).await
+        Self::spawn(None, None).await
     }
 
     /// A broker that lets in only `user` with `password`.
     pub async fn start_with_password(user: &str, password: &str) -> Mosquitto {
-        Self::spawn(Some((user, password))).await
+        Self::spawn(Some((user, password)), None).await
     }
 
-    async fn spawn(login: Option<(&str, &str)>) -> Mosquitto {
+    /// A broker that speaks only TLS, with the certificates
+    /// [`make_certificates`] wrote in `certs`.
+    pub async fn start_tls(certs: &Path) -> Mosquitto {
+        Self::spawn(None, Some(certs)).await
+    }
+
+    async fn spawn(login: Option<(&str, &str)>, certs: Option<&Path>) -> Mosquitto {
         let addr = free_addr();
         let port: u16 = addr.rsplit_once(':').unwrap().1.parse().unwrap();
         let mut command = std::process::Command::new("mosquitto");
         let mut config = None;
-        match login {
-            None => {
+        match (login, certs) {
+            (None, None) => {
                 command.args(["-p", &port.to_string()]);
             }
-            Some((user, password)) => {
+            (_, Some(certs)) => {
+                let dir = tempfile::tempdir().unwrap();
+                let file = dir.path().join("mosquitto.conf");
+                let pem = |name: &str| certs.join(name).display().to_string();
+                let text = format!(
+                    "listener {port} 127.0.0.1\nallow_anonymous true\ncafile {}\ncertfile {}\nkeyfile {}\n",
+                    pem("ca.pem"),
+                    pem("cert.pem"),
+                    pem("key.pem")
+                );
+                std::fs::write(&file, text).unwrap();
+                command.arg("-c").arg(&file);
+                config = Some(dir);
+            }
+            (Some((user, password)), None) => {
                 let dir = tempfile::tempdir().unwrap();
                 let passwords = dir.path().join("passwords");
                 let made = std::process::Command::new("mosquitto_passwd")
@@ -600,4 +620,24 @@ impl Drop for Mosquitto {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A CA, and one certificate it signed for 127.0.0.1 and localhost, as PEM
+/// files in `dir`: `ca.pem`, `cert.pem`, `key.pem`.
+pub fn make_certificates(dir: &Path) -> String {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca.self_signed(&ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let names = vec!["127.0.0.1".to_owned(), "localhost".to_owned()];
+    let cert = CertificateParams::new(names)
+        .unwrap()
+        .signed_by(&key, &ca, &ca_key)
+        .unwrap();
+    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+    std::fs::write(dir.join("cert.pem"), cert.pem()).unwrap();
+    std::fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
+    ca.pem()
 }
