@@ -362,6 +362,29 @@ async fn a_migration_needs_the_function_at_the_target_and_deploy_all_puts_it_the
     assert_eq!(b.session("s").await["mode"], "local");
     assert_eq!(b.session("s").await["functions"], json!(["counter"]));
     assert_eq!(a.invoke_ok("counter", Some("s"), "").await, "3");
+    // A call on B's session for a function only A has: B keeps the session
+    // whatever becomes of the call (there is no node with both).
+    a.deploy("echo", guests::ECHO).await;
+    let r = b.invoke("echo", Some("s"), "hi").await;
+    assert!(!r.status().is_success(), "{}", r.status());
+    assert_eq!(b.session("s").await["mode"], "local");
+    let mut conn = redis::Client::open(redis.url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let owner: Option<String> = redis::cmd("HGET")
+        .arg("edge:own:s")
+        .arg("owner")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        owner.as_deref(),
+        Some(b.url.as_str()),
+        "the directory still names B"
+    );
+    assert_eq!(a.invoke_ok("counter", Some("s"), "").await, "4");
     // Gone from every node, a function is not found anywhere.
     for n in [&a, &b] {
         n.http

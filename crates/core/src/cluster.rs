@@ -71,7 +71,7 @@ impl Node {
     /// live member hosting the function. `None`: nowhere (not found).
     pub async fn broker(&self, function: &str, session: Option<&str>) -> Option<String> {
         if let Some(id) = session.filter(|s| edge_host_api::valid_session_id(s)) {
-            match self.sessions.owner_elsewhere(id).await {
+            match self.sessions.named_owner_elsewhere(id).await {
                 Ok(Some(owner)) => return Some(owner),
                 Ok(None) => {}
                 Err(e) => tracing::warn!(session = id, error = %e, "owner lookup failed"),

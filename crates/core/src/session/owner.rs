@@ -78,7 +78,22 @@ impl Sessions {
         self.owner_elsewhere(&session.id).await
     }
 
-    /// The node that owns session `id`, if another one does.
+    /// The node the directory names as session `id`'s owner, if another
+    /// one: a look only, for a node that does not serve the call itself
+    /// (it changes nothing, whatever the entry says).
+    pub async fn named_owner_elsewhere(&self, id: &str) -> Result<Option<String>, SessionError> {
+        let Some(d) = &self.directory else {
+            return Ok(None);
+        };
+        Ok(d.redis
+            .owner(id)
+            .await?
+            .map(|o| o.url)
+            .filter(|url| *url != d.me))
+    }
+
+    /// For a session that is not local here: the node that owns session
+    /// `id`, if another one does.
     pub async fn owner_elsewhere(&self, id: &str) -> Result<Option<String>, SessionError> {
         let Some(d) = &self.directory else {
             return Ok(None);
