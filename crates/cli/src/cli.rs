@@ -148,6 +148,13 @@ enum SessionCommand {
         /// The session id.
         id: String,
     },
+    /// Take a session over from an owner that is gone (no heartbeat in the
+    /// cluster): it goes on in remote-state mode from the remote store,
+    /// without what it wrote while local on that owner.
+    Takeover {
+        /// The session id.
+        id: String,
+    },
 }
 
 #[derive(Args)]
@@ -534,6 +541,9 @@ async fn session(node: &NodeArg, command: SessionCommand) -> Result<()> {
             .send(),
         SessionCommand::Delete { id } => client
             .delete(endpoint(base, &format!("/v1/sessions/{id}")))
+            .send(),
+        SessionCommand::Takeover { id } => client
+            .post(endpoint(base, &format!("/v1/sessions/{id}/takeover")))
             .send(),
     }
     .await

@@ -92,6 +92,7 @@ fn node_config(s: &Settings) -> Result<NodeConfig> {
     config.max_pending_invocations = s.max_pending_invocations;
     config.pin_ttl = Duration::from_secs(s.pin_ttl_secs);
     config.demote_idle = Duration::from_millis(s.demote_idle_ms);
+    config.snapshot = Duration::from_millis(s.snapshot_ms);
     config.promote_calls_per_sec = s.promote_calls_per_sec.max(0.0);
     config.peers = s.peers.clone();
     config.auth = AuthConfig {

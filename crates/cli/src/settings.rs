@@ -140,6 +140,12 @@ settings! {
         /// is made local by the node (taking a free or idle place); 0: never.
         #[arg(long)]
         promote_calls_per_sec: f64 = 0.0;
+        /// In a cluster (a shared Redis): every this many milliseconds, the
+        /// local sessions changed since are copied to Redis, so a node taking
+        /// a session over from an owner that died loses at most that much;
+        /// 0: only when a session becomes local.
+        #[arg(long)]
+        snapshot_ms: u64 = 5_000;
         /// Another node, for workflows: NAME=URL (repeatable; in the file, a
         /// `[peers]` table of NAME = "URL").
         #[arg(long = "peer", value_parser = parse_peer)]

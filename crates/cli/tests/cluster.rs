@@ -228,6 +228,17 @@ async fn every_local_session_has_one_owner_that_every_node_reaches() {
         expect += 1;
     }
     assert_eq!(b.session("m").await["mode"], "local");
+
+    // The copy a lost migration left at B stays unserved after A gives the
+    // session up (remote-state): nobody owns it, and B drops it as stale.
+    a.set_mode("n", "local").await;
+    assert_eq!(a.invoke_ok("counter", Some("n"), "").await, "1");
+    assert!(!a.migrate("n", &eater).await.status().is_success());
+    assert_eq!(a.invoke_ok("counter", Some("n"), "").await, "2");
+    assert_eq!(a.set_mode("n", "remote").await["mode"], "remote");
+    assert_eq!(b.invoke_ok("counter", Some("n"), "").await, "3");
+    assert_eq!(b.session("n").await["mode"], "remote");
+    assert_eq!(a.invoke_ok("counter", Some("n"), "").await, "4");
 }
 
 /// Sends `signal` (`-STOP`, `-CONT`) to a node's process.
@@ -395,4 +406,132 @@ async fn a_migration_needs_the_function_at_the_target_and_deploy_all_puts_it_the
     }
     tokio::time::sleep(Duration::from_millis(1500)).await;
     support::assert_error(a.invoke("counter", None, "").await, 404, "not_found").await;
+}
+
+#[tokio::test]
+async fn a_session_whose_owner_is_gone_is_refused_at_once_and_can_be_taken_over() {
+    let redis = RedisServer::start().await;
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let store = ["--remote-store", redis.url.as_str(), "--snapshot-ms", "200"];
+    let a_addr = support::free_addr();
+    let a = TestNode::start_at(dirs[0].path(), &a_addr, &store).await;
+    let b = TestNode::start(dirs[1].path(), &store).await;
+    for n in [&a, &b] {
+        n.deploy("counter", guests::COUNTER).await;
+    }
+    wait_for_members(&b, &[&a.url, &b.url], Duration::from_secs(5)).await;
+
+    // Counts 1, 2 land in Redis (remote-state); 3, 4 on A's disk (local),
+    // and in A's snapshots in Redis (every 200 ms).
+    assert_eq!(a.invoke_ok("counter", Some("s"), "").await, "1");
+    assert_eq!(b.invoke_ok("counter", Some("s"), "").await, "2");
+    assert_eq!(a.set_mode("s", "local").await["mode"], "local");
+    assert_eq!(a.invoke_ok("counter", Some("s"), "").await, "3");
+    assert_eq!(b.invoke_ok("counter", Some("s"), "").await, "4");
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    assert!(a.metric("edge_snapshots_total").await >= 1.0);
+
+    // A live owner is not taken over.
+    let takeover = b.at("/v1/sessions/s/takeover");
+    let r = b.http.post(&takeover).send().await.unwrap();
+    support::assert_error(r, 409, "owner_alive").await;
+
+    let a_url = a.url.clone();
+    a.kill9().await;
+    wait_for_members(&b, &[&b.url], Duration::from_secs(6)).await;
+    // Calls for the session are refused at once, saying what can be done.
+    let asked = Instant::now();
+    let r = b.invoke("counter", Some("s"), "").await;
+    let message = support::assert_error(r, 503, "owner_unavailable").await;
+    assert!(
+        asked.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        asked.elapsed()
+    );
+    assert!(
+        message.contains(&a_url) && message.contains("takeover"),
+        "{message}"
+    );
+    assert!(b.healthy().await);
+
+    // Taken over with the CLI: the session goes on from A's last snapshot.
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_edge-node"))
+        .args(["session", "takeover", "s", "--node", &b.url])
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let answer: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(answer["previous_owner"], a_url.as_str(), "{answer}");
+    assert_eq!(answer["mode"], "remote", "{answer}");
+    assert_eq!(b.invoke_ok("counter", Some("s"), "").await, "5");
+    // Nothing to take over now: nobody owns it.
+    let r = b.http.post(&takeover).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["previous_owner"],
+        Value::Null
+    );
+
+    // A comes back with its copy on disk: the directory no longer names it,
+    // so the copy is stale and dropped; A serves the one session.
+    let a = TestNode::start_at(dirs[0].path(), &a_addr, &store).await;
+    assert_eq!(a.invoke_ok("counter", Some("s"), "").await, "6");
+    assert_eq!(a.session("s").await["mode"], "remote");
+    assert_eq!(a.metric("edge_stale_copies_dropped_total").await, 1.0);
+    assert_eq!(b.invoke_ok("counter", Some("s"), "").await, "7");
+    // And it can be made local again, anywhere.
+    assert_eq!(a.set_mode("s", "local").await["mode"], "local");
+    assert_eq!(b.invoke_ok("counter", Some("s"), "").await, "8");
+    assert_eq!(b.metric("edge_takeovers_total").await, 1.0);
+}
+
+#[tokio::test]
+async fn a_node_cut_off_from_redis_stops_serving_its_local_sessions_until_it_is_back() {
+    let redis = RedisServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let a = TestNode::start(dir.path(), &["--remote-store", redis.url.as_str()]).await;
+    a.deploy("counter", guests::COUNTER).await;
+    assert_eq!(a.set_mode("l", "local").await["mode"], "local");
+    assert_eq!(a.invoke_ok("counter", Some("l"), "").await, "1");
+
+    // Redis stops answering: past the lease (2 s) the node no longer serves
+    // its local session (another node could take it over 1 s later), and
+    // says why; the node itself stays up.
+    let pause = |sig: &str| {
+        let status = std::process::Command::new("kill")
+            .args([sig, &redis.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill {sig}");
+    };
+    pause("-STOP");
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let r = a.invoke("counter", Some("l"), "").await;
+    let message = support::assert_error(r, 503, "lease").await;
+    assert!(message.contains("membership"), "{message}");
+    assert!(a.healthy().await);
+    pause("-CONT");
+
+    // Back once a beat goes through; nothing was written meanwhile.
+    let until = Instant::now() + Duration::from_secs(10);
+    let count = loop {
+        let r = a.invoke("counter", Some("l"), "").await;
+        if r.status() == 200 {
+            break r.text().await.unwrap();
+        }
+        assert!(
+            Instant::now() < until,
+            "still refused: {}",
+            r.text().await.unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(count, "2");
+    assert_eq!(a.session("l").await["mode"], "local");
 }

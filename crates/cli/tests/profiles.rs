@@ -86,18 +86,9 @@ async fn the_config_file_sets_what_flags_set_and_flags_win() {
     assert!(info["wasmtime"].as_str().unwrap().starts_with("48."));
 
     std::fs::write(&config, "no-such-setting = 1\n").unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_edge-node"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--config",
-            config.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("no-such-setting"));
+    let data = tempfile::tempdir().unwrap();
+    let stderr = support::serve_refuses(data.path(), &["--config", config.to_str().unwrap()]);
+    assert!(stderr.contains("no-such-setting"), "{stderr}");
 }
 
 #[tokio::test]

@@ -105,19 +105,8 @@ async fn a_bad_certificate_setting_stops_the_node_with_a_message() {
     support::make_certificates(certs.path());
     let c = certs.path();
     let data = tempfile::tempdir().unwrap();
-    let run = |args: &[&str]| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_edge-node"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data.path())
-            .args(args)
-            .output()
-            .unwrap()
-    };
     for (args, says) in [
-        (
-            vec!["--tls-cert", &arg(c, "cert.pem")][..].to_vec(),
-            "go together",
-        ),
+        (vec!["--tls-cert", &arg(c, "cert.pem")], "go together"),
         (
             vec![
                 "--tls-cert",
@@ -138,9 +127,7 @@ async fn a_bad_certificate_setting_stops_the_node_with_a_message() {
         ),
         (vec!["--tls-ca", &arg(c, "key.pem")], "certificate"),
     ] {
-        let out = run(&args);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{args:?} started");
+        let stderr = support::serve_refuses(data.path(), &args);
         assert!(stderr.contains(says), "{args:?}: {stderr}");
     }
 }
@@ -179,20 +166,7 @@ async fn nodes_keep_state_in_a_redis_that_speaks_only_tls() {
     assert_eq!(view["members"].as_array().unwrap().len(), 2, "{view}");
     // A node that does not trust the CA stops at start, saying why (within
     // seconds: the Redis connection is bounded).
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_edge-node"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--remote-store",
-            &redis.url,
-        ])
-        .arg("--data-dir")
-        .arg(dirs[2].path())
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let stderr = support::serve_refuses(dirs[2].path(), &["--remote-store", &redis.url]);
     assert!(stderr.contains("UnknownIssuer"), "{stderr}");
     assert_eq!(a.invoke_ok("counter", Some("r"), "").await, "5");
 }

@@ -263,14 +263,7 @@ async fn triggers_that_do_not_parse_stop_the_node_with_a_message() {
             "FILTER=FUNCTION",
         ),
     ] {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_edge-node"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data.path())
-            .args(&args)
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{args:?}");
+        let stderr = support::serve_refuses(data.path(), &args);
         assert!(stderr.contains(says), "{args:?}: {stderr}");
     }
 }

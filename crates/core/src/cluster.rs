@@ -66,6 +66,28 @@ impl Node {
         })
     }
 
+    /// True when `url` is known to be no live member: this node reads the
+    /// membership, and `url` is not in it (it stopped beating over
+    /// [`MEMBER_TTL`] ago). False without a membership or when Redis does
+    /// not answer: then nobody knows.
+    pub async fn is_gone(&self, url: &str) -> bool {
+        let Some(membership) = &self.membership else {
+            return false;
+        };
+        let Some(url) = routes::normalise(url) else {
+            return false;
+        };
+        if routes::normalise(&self.url()).as_deref() == Some(url.as_str()) {
+            return false;
+        }
+        match membership.members().await {
+            Ok(members) => !members
+                .iter()
+                .any(|m| routes::normalise(&m.url).as_deref() == Some(url.as_str())),
+            Err(_) => false,
+        }
+    }
+
     /// Where a call for `function`, which this node does not have, can go:
     /// the session's owner when another node owns it, else the least-loaded
     /// live member hosting the function. `None`: nowhere (not found).
@@ -110,18 +132,29 @@ pub(crate) fn spawn_heartbeat(node: Weak<Node>, membership: RedisMembership) {
                 () = changes.notified() => {}
             }
             let Some(node) = node.upgrade() else { break };
-            let me = node.describe();
+            let (me, sessions) = (node.describe(), node.sessions.clone());
+            // Not held across the beat: the node may be dropped meanwhile.
             drop(node);
-            if let Err(e) = membership.beat(&me, MEMBER_TTL).await {
-                tracing::warn!(error = %e, "membership heartbeat failed");
+            let sent = std::time::Instant::now();
+            match membership.beat(&me, MEMBER_TTL).await {
+                // Its local sessions are served while the beats go through.
+                Ok(()) => sessions.renew_lease(sent),
+                Err(e) => tracing::warn!(error = %e, "membership heartbeat failed"),
             }
         }
     });
 }
 
-/// Starts `node`'s heartbeat if it has a membership.
-pub fn join(node: &Arc<Node>) {
+/// Shows `node` to the cluster, if it has a membership: one beat now (its
+/// lease on its local sessions holds from the first request on), then
+/// every [`BEAT`].
+pub async fn join(node: &Arc<Node>) {
     if let Some(m) = &node.membership {
+        let sent = std::time::Instant::now();
+        match m.beat(&node.describe(), MEMBER_TTL).await {
+            Ok(()) => node.sessions.renew_lease(sent),
+            Err(e) => tracing::warn!(error = %e, "first membership heartbeat failed"),
+        }
         spawn_heartbeat(Arc::downgrade(node), m.clone());
     }
 }

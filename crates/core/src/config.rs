@@ -149,6 +149,9 @@ pub struct NodeConfig {
     /// A local session idle this long gives its place to a session that
     /// asks for local-state mode when every place is taken.
     pub demote_idle: Duration,
+    /// With a directory, local sessions changed since the last snapshot are
+    /// copied to the remote store this often (zero: never).
+    pub snapshot: Duration,
     /// A remote session called at least this often (per second) is made
     /// local by the node; 0: never.
     pub promote_calls_per_sec: f64,
@@ -191,6 +194,7 @@ impl NodeConfig {
             max_local_sessions: 64,
             pin_ttl: Duration::from_secs(300),
             demote_idle: Duration::from_secs(60),
+            snapshot: Duration::from_secs(5),
             promote_calls_per_sec: 0.0,
             public_url: None,
             peers: Vec::new(),

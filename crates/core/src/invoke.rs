@@ -12,7 +12,7 @@ use crate::metrics::LiveInstance;
 use crate::node::{Node, new_session_id};
 use crate::registry::{Function, RegistryError};
 use crate::sched::Placement;
-use crate::session::{Session, SessionError, SessionMode, Trigger};
+use crate::session::{Held, Session, SessionError, SessionMode, Trigger};
 use edge_host_api::{Input, Mode, Source, StateCtx, StoreError, valid_session_id};
 use std::future::Future;
 use std::sync::Arc;
@@ -300,8 +300,11 @@ impl Node {
             if inner.record.mode != SessionMode::Local || inner.record.moved_to.is_some() {
                 continue;
             }
-            if let Some(owner) = self.sessions.confirm_local(session).await? {
-                return Err(InvokeError::Moved(owner));
+            match self.sessions.confirm_local(session, &mut inner).await? {
+                Held::Here => {}
+                Held::Elsewhere(owner) => return Err(InvokeError::Moved(owner)),
+                // The copy here was stale: served remote-state now.
+                Held::Dropped => continue,
             }
             let (output, start, requested) = self
                 .run_pinned(function, session, &mut inner, inputs, deadline)

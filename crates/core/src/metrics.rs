@@ -49,6 +49,12 @@ pub struct Metrics {
     pub promotions: IntCounter,
     /// Pinned instances dropped because every instance slot was held.
     pub pressure_evictions: IntCounter,
+    /// Sessions this node took over from an owner that was gone.
+    pub takeovers: IntCounter,
+    /// Stale local copies dropped (the directory named another owner or none).
+    pub stale_copies: IntCounter,
+    /// Local sessions copied to the remote store (cluster snapshots).
+    pub snapshots: IntCounter,
     /// Workflow tasks waiting on this node for inputs or states.
     pub workflow_pending: IntGauge,
     /// Calls run on the background runtime, by reason.
@@ -187,6 +193,18 @@ impl Metrics {
             pressure_evictions: add.counter(
                 "edge_pressure_evictions_total",
                 "Idle pinned instances dropped because every instance slot was held",
+            )?,
+            takeovers: add.counter(
+                "edge_takeovers_total",
+                "Sessions taken over from an owner that was not a live member",
+            )?,
+            stale_copies: add.counter(
+                "edge_stale_copies_dropped_total",
+                "Local copies dropped because the directory named another owner or none",
+            )?,
+            snapshots: add.counter(
+                "edge_snapshots_total",
+                "Local sessions copied to the remote store, for a takeover to go on from",
             )?,
             workflow_pending: add.gauge(
                 "edge_workflow_pending",

@@ -4,7 +4,7 @@ use crate::config::{NodeConfig, RemoteStore};
 use crate::engine::{EngineError, build_engine, build_linker, start_epoch_ticker};
 use crate::metrics::{Metrics, MetricsError};
 use crate::registry::{Registry, RegistryError};
-use crate::session::{ModeOutcome, SessionError, SessionMode, Sessions, Trigger};
+use crate::session::{ModeOutcome, SessionError, SessionMode, Sessions, TakeOver, Trigger};
 use edge_host_api::{StateStore, StoreError, Versioned};
 use edge_proto::{KeyVersion, PeerClient, routes};
 use edge_store_peer::PeerStore;
@@ -123,10 +123,10 @@ impl Node {
                 ),
                 RemoteStore::Redis(url) => {
                     let conn = edge_store_redis::connect(url, config.tls_roots.as_deref()).await?;
-                    let directory = crate::session::Directory {
-                        redis: edge_store_redis::RedisDirectory::new(conn.clone()),
-                        me: me.clone(),
-                    };
+                    let directory = crate::session::Directory::new(
+                        edge_store_redis::RedisDirectory::new(conn.clone()),
+                        me.clone(),
+                    );
                     (
                         Some(Arc::new(RedisStore::new(conn.clone()).as_node(&me))),
                         Some(directory),
@@ -144,6 +144,7 @@ impl Node {
                 demote_idle: config.demote_idle,
                 promote_rate: config.promote_calls_per_sec,
                 wait: config.invoke_deadline,
+                snapshot: config.snapshot,
             },
             directory,
             metrics.clone(),
@@ -288,6 +289,15 @@ impl Node {
     /// Drops session `id`: its instances, its state, its record.
     pub async fn delete_session(&self, id: &str) -> Result<usize, SessionError> {
         self.sessions.delete(id).await
+    }
+
+    /// Takes session `id` over from an owner that is gone (not a live
+    /// member): it goes on in remote-state mode from the remote store,
+    /// without what it wrote while local on that owner (see
+    /// [`Sessions::take_over`]).
+    #[tracing::instrument(skip(self))]
+    pub async fn take_over(&self, id: &str) -> Result<TakeOver, SessionError> {
+        self.sessions.take_over(id).await
     }
 
     /// Moves local-state session `id` to the node at `to`. Calls that arrive

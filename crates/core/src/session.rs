@@ -24,13 +24,17 @@ use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, RwLock};
 use wasmtime::Store;
 
+mod lease;
 mod migrate;
 mod owner;
 mod room;
+mod snapshot;
 mod transition;
 
+pub use lease::{LEASE, Lease};
 pub use migrate::MigrationReport;
-pub use owner::Directory;
+pub(crate) use owner::Held;
+pub use owner::{Directory, TakeOver};
 
 /// Where a session's state lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -99,6 +103,11 @@ pub struct Record {
     pub desired: SessionMode,
     /// Set once the session migrated: the node that now owns it.
     pub moved_to: Option<String>,
+    /// Its local copy was taken or received under the cluster's directory:
+    /// it is served only while the directory names this node, and is stale
+    /// once it names another node or none (see `owner`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub directed: bool,
 }
 
 /// A warm instance pinned to a local session.
@@ -137,8 +146,9 @@ pub struct Session {
     gate: RwLock<Inner>,
     invocations: AtomicU64,
     last_used_ms: AtomicU64,
-    /// This node is known to own it in the directory (see `owner`).
-    confirmed: std::sync::atomic::AtomicBool,
+    /// The lease generation under which the directory last named this node
+    /// its owner (0: not since this process started; see `owner`).
+    confirmed: AtomicU64,
     /// The call rate: calls in the current window, when it started (ms
     /// since the node's epoch), and the last full window's rate × 1000.
     window_calls: AtomicU64,
@@ -147,9 +157,11 @@ pub struct Session {
     /// Its id was made by this node for this call: no other node can know
     /// it, so nobody else owns it.
     minted: bool,
+    /// Its local state changed since the last snapshot (see `snapshot`).
+    dirty: std::sync::atomic::AtomicBool,
     /// The functions called on it (here, or before it migrated here): a
     /// migration target must have them all.
-    functions: Mutex<BTreeSet<String>>,
+    functions: std::sync::RwLock<BTreeSet<String>>,
 }
 
 /// `wait` for the gate, at most until `deadline`.
@@ -199,18 +211,27 @@ impl Session {
     }
 
     /// Notes that `functions` are called on this session.
+    /// Concurrent calls share a read lock in the usual case (a function
+    /// already noted); only the first call of a function writes.
     pub fn uses<'a>(&self, functions: impl IntoIterator<Item = &'a str>) {
-        let mut set = self.functions.lock().unwrap_or_else(|p| p.into_inner());
         for f in functions {
-            if !set.contains(f) {
-                set.insert(f.to_owned());
+            let known = self
+                .functions
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(f);
+            if !known {
+                self.functions
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(f.to_owned());
             }
         }
     }
 
     /// The functions called on this session, sorted.
     pub fn functions(&self) -> Vec<String> {
-        let set = self.functions.lock().unwrap_or_else(|p| p.into_inner());
+        let set = self.functions.read().unwrap_or_else(|p| p.into_inner());
         set.iter().cloned().collect()
     }
 
@@ -260,6 +281,19 @@ pub enum SessionError {
     /// The session database failed.
     #[error("session database: {0}")]
     Storage(String),
+    /// This node has not renewed its cluster membership in time: its
+    /// local-state sessions wait until it has (another node may take them
+    /// over meanwhile).
+    #[error(
+        "this node's cluster membership lapsed {0:?} ago (Redis not reached): its local-state sessions wait until it is renewed"
+    )]
+    NoLease(Duration),
+    /// The node keeps no directory (no shared Redis): it owns its sessions.
+    #[error("this node has no shared directory (no --remote-store redis://): it owns its sessions")]
+    NoDirectory,
+    /// The session's owner is a live member: it is not taken over.
+    #[error("the session's owner {0} is a live member of the cluster: it is not taken over")]
+    OwnerAlive(String),
     /// A migration target lacks a function the session uses (nothing moved).
     #[error("{0}")]
     MissingFunctions(String),
@@ -285,6 +319,9 @@ pub struct Policy {
     pub promote_rate: f64,
     /// How long a session operation waits for the session's gate.
     pub wait: Duration,
+    /// With a directory: how often changed local sessions are copied to the
+    /// remote store (zero: never).
+    pub snapshot: Duration,
 }
 
 /// Every session this node knows, and the stores their state lives in.
@@ -329,6 +366,7 @@ impl Sessions {
             demote_idle,
             wait,
             promote_rate,
+            snapshot,
         } = policy;
         let records = writer.db().open_tree("sessions")?;
         // Every recorded session is loaded now, so that looking one up never
@@ -377,6 +415,9 @@ impl Sessions {
             }
         }
         spawn_reaper(Arc::downgrade(&sessions), ttl);
+        if sessions.has_directory() && !snapshot.is_zero() {
+            snapshot::spawn(Arc::downgrade(&sessions), snapshot);
+        }
         Ok(sessions)
     }
 
@@ -439,12 +480,13 @@ impl Sessions {
             }),
             invocations: AtomicU64::new(0),
             last_used_ms: AtomicU64::new(self.epoch.elapsed().as_millis() as u64),
-            confirmed: std::sync::atomic::AtomicBool::new(false),
+            confirmed: AtomicU64::new(0),
             window_calls: AtomicU64::new(0),
             window_start_ms: AtomicU64::new(self.epoch.elapsed().as_millis() as u64),
             rate_milli: AtomicU64::new(0),
             minted: false,
-            functions: Mutex::default(),
+            dirty: std::sync::atomic::AtomicBool::new(false),
+            functions: std::sync::RwLock::default(),
         })
     }
 
@@ -500,9 +542,20 @@ impl Sessions {
         if !local_here && let Some(owner) = self.owner_elsewhere(id).await? {
             return Err(SessionError::Moved(owner));
         }
-        if local_here && let Some(owner) = self.confirm_local(&session).await? {
-            return Err(SessionError::Moved(owner));
+        if local_here {
+            match self.confirm_local(&session, &mut inner).await? {
+                Held::Here => {}
+                Held::Elsewhere(owner) => return Err(SessionError::Moved(owner)),
+                // The copy here was stale, and is gone: the session is the
+                // remote store's, unless another node holds it.
+                Held::Dropped => {
+                    if let Some(owner) = self.owner_elsewhere(id).await? {
+                        return Err(SessionError::Moved(owner));
+                    }
+                }
+            }
         }
+        let local_here = inner.record.mode == SessionMode::Local;
         let mut deleted = self.local.delete_session(id).await?;
         if !self.remote_is_local {
             deleted += self.remote.delete_session(id).await?;

@@ -13,11 +13,11 @@ use bytes::Bytes;
 use edge_core::invoke::{InvokeError, InvokeOutcome, InvokeRequest};
 use edge_core::node::Node;
 use edge_core::registry::FunctionInfo;
+use edge_proto::PeerRequest;
 use edge_proto::routes::{
     DURATION_HEADER, FORWARDED_HEADER, MODE_HEADER, MODE_REASON_HEADER, OWNER_HEADER,
     SESSION_HEADER, START_HEADER,
 };
-use edge_proto::{PeerRequest, Retry, routes};
 use edge_workflow::Workflows;
 use futures_util::StreamExt;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -25,9 +25,6 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// How much longer than the owner's own deadline a forwarded call may take
-/// (the request and the answer on the way).
-const FORWARD_GRACE: Duration = Duration::from_secs(5);
 /// How long a client may take to send a request body.
 const BODY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How much of a refused body is read and dropped before answering, so the
@@ -97,6 +94,7 @@ pub fn router(node: AppState) -> Router {
         )
         .route("/v1/sessions/{id}/mode", put(sessions::set_mode))
         .route("/v1/sessions/{id}/migrate", post(sessions::migrate))
+        .route("/v1/sessions/{id}/takeover", post(sessions::take_over))
         .route("/v1/sessions/{id}/import", post(sessions::import))
         .route(
             "/v1/sessions/{id}/state",
@@ -289,6 +287,9 @@ async fn node_info(State(node): State<AppState>) -> Json<serde_json::Value> {
         "promotions": node.metrics().promotions.get(),
         "promote_calls_per_sec": c.promote_calls_per_sec,
         "pressure_evictions": node.metrics().pressure_evictions.get(),
+        "snapshot_ms": c.snapshot.as_millis() as u64,
+        "snapshots": node.metrics().snapshots.get(),
+        "takeovers": node.metrics().takeovers.get(),
         "remote_store": remote,
         "peers": c.peers.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>(),
     }))
@@ -432,15 +433,14 @@ async fn forward(
             format!("the call went to {owner}, which did not answer: {e}"),
         )
     };
-    let url = routes::invoke(owner, name).map_err(unreachable)?;
-    // A call runs the function: never sent twice.
-    let mut request = PeerRequest::post(url, input, "application/octet-stream")
-        .timeout(node.config().invoke_deadline + FORWARD_GRACE)
-        .retry(Retry::Never)
-        .header(FORWARDED_HEADER, "1");
-    if let Some(s) = session {
-        request = request.header(SESSION_HEADER, s);
+    // A node that stopped beating may be powered off: a call to it would
+    // wait out its deadline. Said at once, with what can be done.
+    if node.is_gone(owner).await {
+        return Err(ApiError::owner_gone(owner, session));
     }
+    let request =
+        PeerRequest::forwarded_invoke(owner, name, session, input, node.config().invoke_deadline)
+            .map_err(unreachable)?;
     let answer = node.peer().send(request).await.map_err(unreachable)?;
     let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::BAD_GATEWAY);
     let mut headers = HeaderMap::new();

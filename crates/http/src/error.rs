@@ -58,6 +58,21 @@ impl ApiError {
         e.location = Some(format!("{}{path}", url.trim_end_matches('/')));
         e
     }
+
+    /// A 503: session `id`'s owner stopped beating (it may be powered off,
+    /// and a request to it would wait out its deadline).
+    pub fn owner_gone(owner: &str, id: Option<&str>) -> Self {
+        let about = id.map_or_else(String::new, |s| format!("session {s} is local-state at "));
+        let id = id.unwrap_or("{id}");
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "owner_unavailable",
+            format!(
+                "{about}{owner}, which is not a live member of the cluster (no heartbeat for {} s): retry when it is back, or take the session over (POST /v1/sessions/{id}/takeover), which loses what it wrote there while local",
+                edge_core::cluster::MEMBER_TTL.as_secs()
+            ),
+        )
+    }
 }
 
 impl IntoResponse for ApiError {
@@ -176,6 +191,15 @@ impl From<SessionError> for ApiError {
             }
             SessionError::MissingFunctions(_) => {
                 ApiError::new(StatusCode::CONFLICT, "function_missing", e.to_string())
+            }
+            SessionError::NoLease(_) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "lease", e.to_string())
+            }
+            SessionError::NoDirectory => {
+                ApiError::new(StatusCode::CONFLICT, "no_directory", e.to_string())
+            }
+            SessionError::OwnerAlive(_) => {
+                ApiError::new(StatusCode::CONFLICT, "owner_alive", e.to_string())
             }
         }
     }

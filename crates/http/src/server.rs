@@ -52,7 +52,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let router = super::router(super::AppState::new(node.clone()));
     // With a shared Redis, the node shows itself to the cluster while it serves.
-    edge_core::cluster::join(&node);
+    edge_core::cluster::join(&node).await;
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(config.max_connections));
     let mut builder = http1::Builder::new();

@@ -8,7 +8,7 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use edge_core::node::{MigrateOutcome, SessionInfo};
-use edge_core::session::{ModeOutcome, SessionError, SessionMode};
+use edge_core::session::{ModeOutcome, SessionError, SessionMode, TakeOver};
 use edge_host_api::{Commit, StateStore, StoreError};
 use edge_proto::ImportRequest;
 use edge_proto::{KeyVersion, WireCommit};
@@ -71,6 +71,14 @@ pub async fn delete_session(
     }
 }
 
+#[tracing::instrument(skip(node))]
+pub async fn take_over(
+    State(node): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<TakeOver>, ApiError> {
+    Ok(Json(node.take_over(&id).await?))
+}
+
 /// Deletes session `id` on `owner`, answering with its answer.
 async fn forward_delete(
     node: &AppState,
@@ -84,6 +92,9 @@ async fn forward_delete(
             format!("the session is at {owner}, which did not delete it: {e}"),
         )
     };
+    if node.is_gone(owner).await {
+        return Err(ApiError::owner_gone(owner, Some(id)));
+    }
     let url = edge_proto::routes::session(owner, id, &[]).map_err(failed)?;
     let request = edge_proto::PeerRequest::delete(url).timeout(node.config().invoke_deadline);
     let answer = node

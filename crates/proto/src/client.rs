@@ -111,6 +111,30 @@ impl PeerRequest {
         r
     }
 
+    /// A call of `function` passed on to `node` (a session's owner, or a
+    /// member that has the function): never sent twice (a call acts), never
+    /// passed on again by `node`, bounded by the call's `deadline` plus the
+    /// hop's grace.
+    pub fn forwarded_invoke(
+        node: &str,
+        function: &str,
+        session: Option<&str>,
+        input: Bytes,
+        deadline: Duration,
+    ) -> Result<Self, PeerError> {
+        /// What the hop may add to the call's own deadline.
+        const GRACE: Duration = Duration::from_secs(5);
+        let url = crate::routes::invoke(node, function)?;
+        let mut request = Self::post(url, input, "application/octet-stream")
+            .timeout(deadline + GRACE)
+            .retry(Retry::Never)
+            .header(crate::routes::FORWARDED_HEADER, "1");
+        if let Some(s) = session {
+            request = request.header(crate::routes::SESSION_HEADER, s);
+        }
+        Ok(request)
+    }
+
     /// `POST url` with `value` as JSON.
     pub fn post_json(url: reqwest::Url, value: &impl serde::Serialize) -> Result<Self, PeerError> {
         let body = serde_json::to_vec(value).map_err(|e| PeerError::Unreachable {

@@ -37,6 +37,36 @@ end
 return 0
 "#;
 
+/// KEYS[1] = the entry, KEYS[2] = the members set. ARGV = owner, epoch.
+/// Drops the entry if it still names that owner at that epoch and the owner
+/// is not a live member (by Redis's clock, as membership is). Returns
+/// {"revoked"}, {"alive"}, or {"changed", owner, epoch} / {"changed"}.
+const REVOKE: &str = r#"
+local owner = redis.call('HGET', KEYS[1], 'owner')
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+if owner ~= ARGV[1] or epoch ~= ARGV[2] then
+  if not owner then return {'changed'} end
+  return {'changed', owner, epoch}
+end
+local expires = redis.call('ZSCORE', KEYS[2], owner)
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if expires and tonumber(expires) > now then return {'alive'} end
+redis.call('DEL', KEYS[1])
+return {'revoked'}
+"#;
+
+/// What [`RedisDirectory::revoke`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Revoked {
+    /// The entry is gone: nobody owns the session now.
+    Revoked,
+    /// The owner is a live member: nothing changed.
+    Alive,
+    /// The entry no longer names that owner at that epoch (now: this one).
+    Changed(Option<Owner>),
+}
+
 /// Who owns a session, and since which change.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Owner {
@@ -53,6 +83,7 @@ pub struct RedisDirectory {
     claim: redis::Script,
     transfer: redis::Script,
     release: redis::Script,
+    revoke: redis::Script,
 }
 
 fn error(e: impl std::fmt::Display) -> StoreError {
@@ -85,6 +116,7 @@ impl RedisDirectory {
             claim: redis::Script::new(CLAIM),
             transfer: redis::Script::new(TRANSFER),
             release: redis::Script::new(RELEASE),
+            revoke: redis::Script::new(REVOKE),
         }
     }
 
@@ -150,5 +182,28 @@ impl RedisDirectory {
             .await
             .map_err(error)?;
         Ok(released == 1)
+    }
+
+    /// Takes `session` away from `from`, an owner that is not a live member
+    /// any more (its node died or lost the cluster): the entry is dropped,
+    /// atomically with checking that it still names `from` at its epoch and
+    /// that `from` has not beaten since.
+    pub async fn revoke(&self, session: &str, from: &Owner) -> Result<Revoked, StoreError> {
+        let mut conn = self.conn.clone();
+        let reply: Vec<String> = self
+            .revoke
+            .key(entry(session)?)
+            .key(crate::members::SET)
+            .arg(&from.url)
+            .arg(from.epoch.to_string())
+            .invoke_async(&mut conn)
+            .await
+            .map_err(error)?;
+        match reply.first().map(String::as_str) {
+            Some("revoked") => Ok(Revoked::Revoked),
+            Some("alive") => Ok(Revoked::Alive),
+            Some("changed") => Ok(Revoked::Changed(owner(reply[1..].to_vec())?)),
+            _ => Err(error(format!("unexpected reply {reply:?}"))),
+        }
     }
 }

@@ -12,7 +12,7 @@
 mod directory;
 mod members;
 
-pub use directory::{Owner, RedisDirectory};
+pub use directory::{Owner, RedisDirectory, Revoked};
 pub use members::RedisMembership;
 
 use async_trait::async_trait;

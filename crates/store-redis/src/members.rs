@@ -30,7 +30,8 @@ if #live == 0 then return {} end
 return redis.call('HMGET', KEYS[2], unpack(live))
 "#;
 
-const SET: &str = "edge:members";
+/// The sorted set of members, scored by when each entry expires (ms).
+pub(crate) const SET: &str = "edge:members";
 const INFO: &str = "edge:member-info";
 
 /// The cluster's members, on a Redis server.

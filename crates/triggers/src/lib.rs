@@ -18,8 +18,7 @@ pub use timer::TimerTrigger;
 
 use edge_core::Node;
 use edge_core::invoke::{InvokeError, InvokeRequest};
-use edge_proto::routes::{FORWARDED_HEADER, SESSION_HEADER};
-use edge_proto::{PeerRequest, Retry, routes};
+use edge_proto::PeerRequest;
 
 /// A trigger's configuration that does not parse.
 #[derive(Debug, thiserror::Error)]
@@ -65,15 +64,13 @@ async fn forward(
     session: &str,
     input: Vec<u8>,
 ) -> Outcome {
-    let url = match routes::invoke(owner, function) {
-        Ok(url) => url,
-        Err(e) => return Outcome::Failed(e.to_string()),
-    };
-    let request = PeerRequest::post(url, input.into(), "application/octet-stream")
-        .timeout(node.config().invoke_deadline + std::time::Duration::from_secs(5))
-        .retry(Retry::Never)
-        .header(SESSION_HEADER, session)
-        .header(FORWARDED_HEADER, "1");
+    let deadline = node.config().invoke_deadline;
+    let request =
+        match PeerRequest::forwarded_invoke(owner, function, Some(session), input.into(), deadline)
+        {
+            Ok(request) => request,
+            Err(e) => return Outcome::Failed(e.to_string()),
+        };
     match node.peer().send(request).await {
         Ok(answer) if answer.is_success() => Outcome::Done(answer.body.to_vec()),
         Ok(answer) if answer.status == 422 || answer.status == 404 => {

@@ -456,11 +456,32 @@ impl RedisServer {
     }
 }
 
+impl RedisServer {
+    /// The server's process id (to pause it).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
 impl Drop for RedisServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Runs `edge-node serve --listen 127.0.0.1:0 --data-dir DATA ARGS…`, which
+/// must refuse to start; returns what it said on stderr.
+pub fn serve_refuses(data_dir: &Path, args: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_edge-node"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir)
+        .args(args)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{args:?} started: {stderr}");
+    stderr
 }
 
 /// A response header as text ("" when absent).

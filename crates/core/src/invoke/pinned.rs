@@ -69,11 +69,16 @@ impl Node {
             let state = &mut pinned.store.data_mut().state;
             let requested = state.requested_mode();
             let commit = state.take_commit();
+            // Not past the lease: another node may have taken it over.
+            self.sessions.still_held(session)?;
             match self
                 .commit_local(function, &session.id, &commit, deadline)
                 .await
             {
                 Ok(()) => {
+                    if !commit.is_read_only() {
+                        session.mark_changed();
+                    }
                     pinned.last_used = Instant::now();
                     inner
                         .pinned

@@ -2,7 +2,7 @@
 //! held, the entries sent, the record flipped to `moved_to`, the local copy
 //! dropped) and taking one in.
 
-use super::{ModeOutcome, Record, Session, SessionError, SessionMode, Sessions};
+use super::{Held, ModeOutcome, Record, Session, SessionError, SessionMode, Sessions};
 use edge_host_api::{StateStore, Versioned};
 use serde::Serialize;
 use std::time::Instant;
@@ -30,6 +30,11 @@ impl Sessions {
         if inner.record.mode != SessionMode::Local {
             return Err(SessionError::NotLocal);
         }
+        match self.confirm_local(session, &mut inner).await? {
+            Held::Here => {}
+            Held::Elsewhere(owner) => return Err(SessionError::Moved(owner)),
+            Held::Dropped => return Err(SessionError::NotLocal),
+        }
         let entries = self.local.export(&session.id).await?;
         let keys = entries.len();
         let wait = deadline.saturating_duration_since(Instant::now());
@@ -43,6 +48,7 @@ impl Sessions {
             mode: SessionMode::Remote,
             desired: SessionMode::Remote,
             moved_to: Some(to.to_owned()),
+            directed: false,
         };
         self.save(&session.id, &inner.record).await?;
         self.drop_pinned(&mut inner);
@@ -69,7 +75,7 @@ impl Sessions {
         // Served only once the directory names this node (see `owner`).
         session
             .confirmed
-            .store(false, std::sync::atomic::Ordering::Release);
+            .store(0, std::sync::atomic::Ordering::Release);
         let was_local = inner.record.mode == SessionMode::Local && inner.record.moved_to.is_none();
         if !was_local && !self.admit_local() {
             return Ok(ModeOutcome {
@@ -85,6 +91,7 @@ impl Sessions {
                 mode: SessionMode::Local,
                 desired: SessionMode::Local,
                 moved_to: None,
+                directed: self.has_directory(),
             };
             self.save(id, &inner.record).await
         }
@@ -96,6 +103,7 @@ impl Sessions {
             return Err(e);
         }
         self.drop_pinned(&mut inner);
+        session.mark_changed();
         Ok(ModeOutcome {
             mode: SessionMode::Local,
             reason: None,

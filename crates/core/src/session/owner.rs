@@ -11,12 +11,27 @@
 //!   target serves it only once the directory names it. A reply lost on the
 //!   way leaves the directory naming the source, which keeps serving; the
 //!   target's copy is never served.
-//! - A node serves a local session it did not take itself (imported, or
-//!   held across a restart) only after the directory confirmed it (once).
+//! - A node serves and commits a local session only under its lease (see
+//!   `lease`), and only after the directory named it under the lease's
+//!   current generation: after an import, a restart, or a lapse it asks.
+//! - A copy taken or received under the directory (`Record::directed`)
+//!   that the directory no longer names is stale — its migration's reply
+//!   was lost and the session moved on, or the session was taken over from
+//!   this node while it was gone — and is dropped when found. (A copy made
+//!   before the node joined a cluster is taken as before.)
+//! - An owner that is not a live member can be taken over
+//!   ([`Sessions::take_over`]): its entry is dropped, atomically with
+//!   checking it has not beaten since, and the session goes on in
+//!   remote-state mode from the remote store — without what it wrote while
+//!   local there, which was on that node's disk only.
 
-use super::{Session, SessionError, Sessions};
-use edge_store_redis::RedisDirectory;
+use super::{Inner, Record, Session, SessionError, SessionMode, Sessions};
+use super::{LEASE, Lease};
+use edge_host_api::StateStore;
+use edge_store_redis::{RedisDirectory, Revoked};
+use serde::Serialize;
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 /// The directory, and this node's URL in it.
 pub struct Directory {
@@ -24,6 +39,49 @@ pub struct Directory {
     pub redis: RedisDirectory,
     /// This node, as other nodes reach it.
     pub me: String,
+    /// Held while this node's membership is renewed.
+    pub lease: Lease,
+}
+
+impl Directory {
+    /// The shared directory, for node `me`; the lease is not held until
+    /// its first beat.
+    pub fn new(redis: RedisDirectory, me: String) -> Self {
+        Self {
+            redis,
+            me,
+            lease: Lease::default(),
+        }
+    }
+
+    fn generation(&self) -> Result<u64, SessionError> {
+        self.lease
+            .current()
+            .ok_or_else(|| SessionError::NoLease(self.lease.lapsed_for()))
+    }
+}
+
+/// Whether this node may serve a session it holds in local-state mode.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Held {
+    /// Yes: the directory names this node.
+    Here,
+    /// No: another node owns it.
+    Elsewhere(String),
+    /// No: the copy here was stale and is dropped; the session is in
+    /// remote-state mode here now.
+    Dropped,
+}
+
+/// What taking a session over did.
+#[derive(Debug, Clone, Serialize)]
+pub struct TakeOver {
+    /// The session.
+    pub session: String,
+    /// The owner it was taken from (`None`: it had none).
+    pub previous_owner: Option<String>,
+    /// Where its state is now.
+    pub mode: SessionMode,
 }
 
 impl Sessions {
@@ -33,11 +91,12 @@ impl Sessions {
         let Some(d) = &self.directory else {
             return Ok(());
         };
+        let generation = d.generation()?;
         let owner = d.redis.claim(&session.id, &d.me).await?;
         if owner.url != d.me {
             return Err(SessionError::Moved(owner.url));
         }
-        session.confirmed.store(true, Ordering::Release);
+        session.confirmed.store(generation, Ordering::Release);
         Ok(())
     }
 
@@ -58,7 +117,7 @@ impl Sessions {
         };
         match d.redis.transfer(&session.id, &d.me, to).await? {
             Some(owner) if owner.url == to => {
-                session.confirmed.store(false, Ordering::Release);
+                session.confirmed.store(0, Ordering::Release);
                 Ok(())
             }
             other => Err(SessionError::Storage(format!(
@@ -110,29 +169,125 @@ impl Sessions {
         }
     }
 
-    /// Before serving local session `session` (gate held, mode local): the
-    /// node that owns it if not this one. Asks the directory once per
-    /// session and process; takes the session if nobody owns it.
-    pub async fn confirm_local(&self, session: &Session) -> Result<Option<String>, SessionError> {
-        if self.directory.is_none() || session.confirmed.load(Ordering::Acquire) {
-            return Ok(None);
+    /// Before serving, committing or moving local session `session` (gate
+    /// held as `inner`, mode local): whether this node may. Asks the
+    /// directory once per session and lease generation; takes a session
+    /// nobody owns only if its copy predates the directory; drops a stale
+    /// copy (see the module's doc).
+    pub(crate) async fn confirm_local(
+        &self,
+        session: &Session,
+        inner: &mut Inner,
+    ) -> Result<Held, SessionError> {
+        let Some(d) = &self.directory else {
+            return Ok(Held::Here);
+        };
+        let generation = d.generation()?;
+        if session.confirmed.load(Ordering::Acquire) == generation {
+            return Ok(Held::Here);
         }
-        match self.take(session).await {
-            Ok(()) => Ok(None),
-            Err(SessionError::Moved(owner)) => Ok(Some(owner)),
-            Err(e) => Err(e),
+        match d.redis.owner(&session.id).await? {
+            Some(o) if o.url == d.me => {
+                session.confirmed.store(generation, Ordering::Release);
+                Ok(Held::Here)
+            }
+            Some(o) if inner.record.directed => {
+                self.drop_stale(session, inner, Some(&o.url)).await?;
+                Ok(Held::Elsewhere(o.url))
+            }
+            Some(o) => Ok(Held::Elsewhere(o.url)),
+            None if inner.record.directed => {
+                self.drop_stale(session, inner, None).await?;
+                Ok(Held::Dropped)
+            }
+            None => match self.take(session).await {
+                Ok(()) => {
+                    inner.record.directed = true;
+                    self.save(&session.id, &inner.record).await?;
+                    Ok(Held::Here)
+                }
+                Err(SessionError::Moved(owner)) => Ok(Held::Elsewhere(owner)),
+                Err(e) => Err(e),
+            },
+        }
+    }
+
+    /// Checks, right before a local session's commit, that this node still
+    /// holds it under an unlapsed lease (confirmed by [`Self::confirm_local`]
+    /// under the current generation).
+    pub(crate) fn still_held(&self, session: &Session) -> Result<(), SessionError> {
+        let Some(d) = &self.directory else {
+            return Ok(());
+        };
+        let generation = d.generation()?;
+        if session.confirmed.load(Ordering::Acquire) != generation {
+            return Err(SessionError::NoLease(d.lease.lapsed_for()));
+        }
+        Ok(())
+    }
+
+    /// Drops a local copy the directory no longer names: the session is in
+    /// remote-state mode here (its calls go to `owner`, or to the remote
+    /// store when nobody owns it).
+    async fn drop_stale(
+        &self,
+        session: &Session,
+        inner: &mut Inner,
+        owner: Option<&str>,
+    ) -> Result<(), SessionError> {
+        let keys = self.local.delete_session(&session.id).await?;
+        tracing::warn!(session = %session.id, keys, owner, "dropped a stale local copy: the directory names another owner or none");
+        self.metrics.stale_copies.inc();
+        self.drop_pinned(inner);
+        self.release_local();
+        inner.record = Record::default();
+        self.save(&session.id, &inner.record).await
+    }
+
+    /// Takes session `id` over from an owner that is not a live member any
+    /// more: its directory entry is dropped (refused while the owner beats)
+    /// and the session goes on in remote-state mode from the remote store.
+    /// What it wrote while local there is not in that store: it was on that
+    /// node's disk only, and is dropped if the node comes back.
+    pub async fn take_over(&self, id: &str) -> Result<TakeOver, SessionError> {
+        let Some(d) = &self.directory else {
+            return Err(SessionError::NoDirectory);
+        };
+        let done = |previous_owner| TakeOver {
+            session: id.to_owned(),
+            previous_owner,
+            mode: SessionMode::Remote,
+        };
+        let mut owner = d.redis.owner(id).await?;
+        for _ in 0..4 {
+            let Some(o) = owner else {
+                return Ok(done(None));
+            };
+            if o.url == d.me {
+                return Err(SessionError::OwnerAlive(o.url));
+            }
+            match d.redis.revoke(id, &o).await? {
+                Revoked::Revoked => {
+                    tracing::warn!(session = id, from = %o.url, epoch = o.epoch, "took the session over from an owner that is gone");
+                    self.metrics.takeovers.inc();
+                    return Ok(done(Some(o.url)));
+                }
+                Revoked::Alive => return Err(SessionError::OwnerAlive(o.url)),
+                Revoked::Changed(now) => owner = now,
+            }
+        }
+        Err(SessionError::Busy(LEASE))
+    }
+
+    /// Its heartbeat, sent at `sent`, was taken: the lease holds on.
+    pub fn renew_lease(&self, sent: Instant) {
+        if let Some(d) = &self.directory {
+            d.lease.renew(sent);
         }
     }
 
     /// True when this node keeps its sessions' owners in a directory.
     pub fn has_directory(&self) -> bool {
         self.directory.is_some()
-    }
-}
-
-impl Session {
-    /// True while this node is known to own it (local-state mode here).
-    pub fn is_confirmed(&self) -> bool {
-        self.confirmed.load(Ordering::Acquire)
     }
 }

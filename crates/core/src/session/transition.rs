@@ -2,7 +2,9 @@
 //! its state from one store to the other, its record, its place among the
 //! local sessions and its entry in the directory.
 
-use super::{Inner, ModeOutcome, Record, Session, SessionError, SessionMode, Sessions, Trigger};
+use super::{
+    Held, Inner, ModeOutcome, Record, Session, SessionError, SessionMode, Sessions, Trigger,
+};
 use super::{export, replace_all};
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -22,6 +24,19 @@ impl Sessions {
             return Err(SessionError::Moved(url.clone()));
         }
         let from = inner.record.mode;
+        if from == SessionMode::Local && from != to {
+            match self.confirm_local(session, inner).await? {
+                Held::Here => {}
+                Held::Elsewhere(owner) => return Err(SessionError::Moved(owner)),
+                Held::Dropped => {
+                    return Ok(ModeOutcome {
+                        mode: SessionMode::Remote,
+                        reason: Some("stale_copy"),
+                        duration_us: 0,
+                    });
+                }
+            }
+        }
         if from == to {
             if inner.record.desired != to {
                 inner.record.desired = to;
@@ -109,8 +124,9 @@ impl Sessions {
     }
 
     /// Copies the session's state from `from`'s store to `to`'s, flips its
-    /// record, then clears the old copy: after a crash the record names a
-    /// store that holds the whole state.
+    /// record, then clears the old copy (but for a cluster's remote
+    /// snapshot): after a crash the record names a store that holds the
+    /// whole state.
     async fn move_state(
         &self,
         session: &Session,
@@ -128,9 +144,15 @@ impl Sessions {
             mode: to,
             desired: to,
             moved_to: None,
+            directed: to == SessionMode::Local && self.has_directory(),
         };
         self.save(&session.id, &inner.record).await?;
+        // In a cluster the remote copy stays as the session's snapshot: a
+        // node taking the session over from an owner that died goes on from
+        // it (the fence keeps every other node from writing it meanwhile).
+        let snapshot = to == SessionMode::Local && self.has_directory();
         if !self.remote_is_local
+            && !snapshot
             && let Err(e) = source.delete_session(&session.id).await
         {
             tracing::warn!(session = %session.id, error = %e, "could not clear the old copy; it is stale and will be overwritten");
