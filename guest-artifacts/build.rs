@@ -20,6 +20,7 @@ const GUESTS: &[(&str, &str)] = &[
     ("stage", "STAGE"),
     ("hello", "HELLO"),
     ("hello-http", "HELLO_HTTP"),
+    ("web", "WEB"),
 ];
 
 fn main() -> Result<()> {

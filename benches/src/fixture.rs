@@ -65,6 +65,7 @@ impl Fixture {
             &self.engine,
             &self.cfg,
             &self.name,
+            Arc::from([]),
             4096,
             ctx,
             Instant::now() + Duration::from_secs(3600),

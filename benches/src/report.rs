@@ -24,6 +24,12 @@ pub struct Row {
     pub cpu_us: f64,
     /// Failed requests.
     pub errors: u64,
+    /// How many runs the figures are the median of.
+    pub runs: u32,
+    /// The lowest and highest req/s of those runs.
+    pub rate_range: (f64, f64),
+    /// The lowest and highest p50 of those runs, µs.
+    pub p50_range: (f64, f64),
 }
 
 impl Row {
@@ -36,17 +42,22 @@ impl Row {
 /// Throughput table as CSV (with the ratios to the matching reference).
 pub fn csv(rows: &[Row]) -> String {
     let mut out = String::from(
-        "target,connections,req_per_s,p50_us,p99_us,server_cpu_us_per_req,errors,reference,rate_ratio,p50_ratio\n",
+        "target,connections,runs,req_per_s,req_per_s_min,req_per_s_max,p50_us,p50_us_min,p50_us_max,p99_us,server_cpu_us_per_req,errors,reference,rate_ratio,p50_ratio\n",
     );
     for r in rows {
         let (rate_ratio, p50_ratio) = ratios(r, rows);
         let _ = writeln!(
             out,
-            "{},{},{:.0},{:.0},{:.0},{:.1},{},{},{:.2},{:.2}",
+            "{},{},{},{:.0},{:.0},{:.0},{:.0},{:.0},{:.0},{:.0},{:.1},{},{},{:.2},{:.2}",
             r.target,
             r.connections,
+            r.runs,
             r.rate,
+            r.rate_range.0,
+            r.rate_range.1,
             r.p50_us,
+            r.p50_range.0,
+            r.p50_range.1,
             r.p99_us,
             r.cpu_us,
             r.errors,
@@ -61,18 +72,22 @@ pub fn csv(rows: &[Row]) -> String {
 /// Throughput table as Markdown.
 pub fn markdown(rows: &[Row]) -> String {
     let mut out = String::from(
-        "| target | c | req/s | p50 µs | p99 µs | server CPU µs/req | errors | req/s ÷ ref | p50 ÷ ref | ref |\n\
+        "| target | c | req/s (min–max) | p50 µs (min–max) | p99 µs | server CPU µs/req | errors | req/s ÷ ref | p50 ÷ ref | ref |\n\
          |---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
     );
     for r in rows {
         let (rate_ratio, p50_ratio) = ratios(r, rows);
         let _ = writeln!(
             out,
-            "| {} | {} | {:.0} | {:.0} | {:.0} | {:.1} | {} | {:.2}× | {:.2}× | {} |",
+            "| {} | {} | {:.0} ({:.0}–{:.0}) | {:.0} ({:.0}–{:.0}) | {:.0} | {:.1} | {} | {:.2}× | {:.2}× | {} |",
             r.target,
             r.connections,
             r.rate,
+            r.rate_range.0,
+            r.rate_range.1,
             r.p50_us,
+            r.p50_range.0,
+            r.p50_range.1,
             r.p99_us,
             r.cpu_us,
             r.errors,
@@ -237,6 +252,9 @@ mod tests {
             p99_us: p50 * 2.0,
             cpu_us: 10.0,
             errors: 0,
+            runs: 3,
+            rate_range: (rate * 0.9, rate * 1.1),
+            p50_range: (p50, p50),
         }
     }
 
@@ -247,8 +265,12 @@ mod tests {
             row("edge-node cold", "wasmtime serve", 1500.0, 50.0),
         ];
         let table = csv(&rows);
-        assert!(table.contains("edge-node cold,1,1500,50,100,10.0,0,wasmtime serve,1.50,0.50"));
-        assert!(markdown(&rows).contains("| 1.50× | 0.50× |"));
+        assert!(table.contains(
+            "edge-node cold,1,3,1500,1350,1650,50,50,50,100,10.0,0,wasmtime serve,1.50,0.50"
+        ));
+        let md = markdown(&rows);
+        assert!(md.contains("| 1500 (1350–1650) |"), "{md}");
+        assert!(md.contains("| 1.50× | 0.50× |"), "{md}");
     }
 
     #[test]

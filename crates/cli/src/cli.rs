@@ -49,6 +49,10 @@ enum Command {
         /// much; for sensors that can). Default: flush before answering.
         #[arg(long)]
         flush_interval_ms: Option<u64>,
+        /// A host the function's outgoing HTTP requests may reach: `host`,
+        /// `host:port`, or `*` for any (repeatable). Default: none.
+        #[arg(long = "allow-host", value_name = "HOST")]
+        allow_hosts: Vec<String>,
         /// Deploy to every live member of the node's cluster (the nodes
         /// sharing its Redis), not only to the node.
         #[arg(long)]
@@ -265,12 +269,13 @@ async fn run(cli: Cli) -> Result<()> {
             name,
             file,
             flush_interval_ms,
+            allow_hosts,
             all,
             node,
         } => {
             let bytes =
                 std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
-            let path = deploy_path(&name, flush_interval_ms);
+            let path = deploy_path(&name, flush_interval_ms, &allow_hosts);
             deploy(&node, &name, &path, bytes.into(), all).await
         }
         Command::Invoke {
@@ -316,10 +321,17 @@ async fn check(response: reqwest::Response) -> Result<reqwest::Response> {
 }
 
 /// The deploy route, with its options.
-fn deploy_path(name: &str, flush_interval_ms: Option<u64>) -> String {
-    match flush_interval_ms {
-        Some(ms) => format!("/v1/functions/{name}?flush_interval_ms={ms}"),
-        None => format!("/v1/functions/{name}"),
+fn deploy_path(name: &str, flush_interval_ms: Option<u64>, allow_hosts: &[String]) -> String {
+    let mut query = Vec::new();
+    if let Some(ms) = flush_interval_ms {
+        query.push(format!("flush_interval_ms={ms}"));
+    }
+    if !allow_hosts.is_empty() {
+        query.push(format!("allow_hosts={}", allow_hosts.join(",")));
+    }
+    match query.is_empty() {
+        true => format!("/v1/functions/{name}"),
+        false => format!("/v1/functions/{name}?{}", query.join("&")),
     }
 }
 

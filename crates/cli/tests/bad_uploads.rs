@@ -244,13 +244,13 @@ async fn imports_the_node_lacks_are_refused_before_compiling_and_leave_no_file()
     node.deploy("echo", guests::ECHO).await;
     let kept = function_files(dir.path());
     assert_eq!(kept.len(), 2, "{kept:?}");
-    // A wasi:http proxy: this node provides no wasi:http.
+    // A component importing wasi:keyvalue, which this node does not offer.
     for _ in 0..3 {
         let r = node
-            .deploy_bytes("proxy", std::fs::read(guests::HELLO_HTTP).unwrap())
+            .deploy_bytes("kv-user", importing("wasi:keyvalue/store@0.2.0-draft"))
             .await;
         let message = support::assert_error(r, 400, "unsupported_imports").await;
-        assert!(message.contains("wasi:http/"), "{message}");
+        assert!(message.contains("wasi:keyvalue/"), "{message}");
     }
     assert_eq!(
         node.metric("edge_compilations_total").await,
@@ -259,4 +259,19 @@ async fn imports_the_node_lacks_are_refused_before_compiling_and_leave_no_file()
     );
     assert_eq!(function_files(dir.path()), kept, "nothing left behind");
     assert_eq!(node.invoke_ok("echo", None, "still").await, "still");
+}
+
+/// A component whose only content is an import of instance `name`.
+fn importing(name: &str) -> Vec<u8> {
+    use wasm_encoder::{
+        Component, ComponentImportSection, ComponentTypeRef, ComponentTypeSection, InstanceType,
+    };
+    let mut types = ComponentTypeSection::new();
+    types.instance(&InstanceType::new());
+    let mut imports = ComponentImportSection::new();
+    imports.import(name, ComponentTypeRef::Instance(0));
+    let mut c = Component::new();
+    c.section(&types);
+    c.section(&imports);
+    c.finish()
 }

@@ -73,7 +73,7 @@ async fn each_hog_mode_gets_its_status_while_echo_keeps_answering() {
                 let message = assert_error(r, status, kind).await;
                 let took = started.elapsed();
                 assert!(
-                    took < Duration::from_millis(DEADLINE_MS + 1000),
+                    took < Duration::from_millis(DEADLINE_MS + 2000),
                     "{input} answered after {took:?}"
                 );
                 message

@@ -3,6 +3,7 @@
 
 use crate::config::EngineConfig;
 use crate::guest_log::GuestLog;
+use crate::outbound::Outbound;
 use crate::sched::CallClock;
 use edge_host_api::StateCtx;
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use wasmtime::{
     UpdateDeadline,
 };
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 /// The invocation ran past its deadline (raised from the epoch callback).
 #[derive(Debug, thiserror::Error)]
@@ -81,10 +83,13 @@ pub fn start_epoch_ticker(engine: &Engine, tick: Duration) {
 }
 
 /// The linker every function is instantiated with: WASI p2 (with nothing
-/// granted: no files, sockets or environment) plus `state` and `session`.
+/// granted: no files, sockets or environment), `wasi:http` (outgoing
+/// requests only to the function's allowed hosts) plus `state` and
+/// `session`.
 pub fn build_linker(engine: &Engine) -> Result<Linker<HostState>, EngineError> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
     edge_host_api::add_to_linker(&mut linker, |s: &mut HostState| &mut s.state)?;
     Ok(linker)
 }
@@ -125,7 +130,10 @@ impl ResourceLimiter for Limits {
 /// What a store carries for one instance.
 pub struct HostState {
     wasi: WasiCtx,
+    http: WasiHttpCtx,
     table: ResourceTable,
+    /// Where its outgoing HTTP requests may go, and until when.
+    pub outbound: Outbound,
     /// The invocation's session and state transaction.
     pub state: StateCtx,
     /// Memory and table caps.
@@ -145,12 +153,23 @@ impl WasiView for HostState {
     }
 }
 
+impl WasiHttpView for HostState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.outbound,
+        }
+    }
+}
+
 /// A store for one instance of `function`: WASI with no grants and its
 /// output logged, memory capped, the deadline enforced by the epoch.
 pub fn new_store(
     engine: &Engine,
     cfg: &EngineConfig,
     function: &Arc<str>,
+    allow_hosts: Arc<[String]>,
     log_budget: usize,
     state: StateCtx,
     deadline: Instant,
@@ -165,7 +184,9 @@ pub fn new_store(
         .build();
     let data = HostState {
         wasi,
+        http: WasiHttpCtx::new(),
         table: ResourceTable::new(),
+        outbound: Outbound::new(allow_hosts, deadline),
         state,
         limits: Limits {
             max_memory_bytes: cfg.max_memory_bytes,

@@ -3,8 +3,9 @@
 //! milliseconds, not after a compile of minutes (the linker still has the
 //! last word after compiling).
 
-/// Packages whose interfaces this node provides: WASI 0.2 (without HTTP)
-/// and the native `edge:function` world.
+/// Packages whose interfaces this node provides: WASI 0.2 (HTTP included:
+/// outgoing requests go only to a function's allowed hosts) and the native
+/// `edge:function` world.
 const PROVIDED: &[&str] = &[
     "wasi:io",
     "wasi:clocks",
@@ -12,6 +13,7 @@ const PROVIDED: &[&str] = &[
     "wasi:filesystem",
     "wasi:sockets",
     "wasi:cli",
+    "wasi:http",
     "edge:function",
 ];
 
@@ -55,7 +57,8 @@ mod tests {
     fn packages_are_matched_whole() {
         assert!(provided("wasi:io/streams@0.2.3"));
         assert!(provided("edge:function/state@0.1.0"));
-        assert!(!provided("wasi:http/types@0.2.0"));
+        assert!(provided("wasi:http/types@0.2.0"));
+        assert!(!provided("wasi:keyvalue/store@0.2.0"));
         assert!(!provided("wasi:iox/streams@0.2.0"));
         assert!(!provided("env"));
     }

@@ -2,15 +2,18 @@
 //! deadline, the state committed only when the guest returned `ok`.
 
 mod call;
+mod http;
 mod pinned;
 mod task;
+
+pub use http::HttpResponse;
 
 use call::{Classifier, Instance, fresh_call};
 
 use crate::engine::new_store;
 use crate::metrics::LiveInstance;
 use crate::node::{Node, new_session_id};
-use crate::registry::{Function, RegistryError};
+use crate::registry::{Function, FunctionKind, RegistryError};
 use crate::sched::Placement;
 use crate::session::{Held, Session, SessionError, SessionMode, Trigger};
 use edge_host_api::{Input, Mode, Source, StateCtx, StoreError, valid_session_id};
@@ -154,6 +157,15 @@ pub enum InvokeError {
     /// A session operation failed.
     #[error(transparent)]
     Session(SessionError),
+    /// The function serves the other world (`Edge`: it is invoked, not
+    /// served HTTP; `Http`: the reverse).
+    #[error("{}", wrong_kind(function, *kind))]
+    WrongKind {
+        /// The function.
+        function: String,
+        /// What it is.
+        kind: FunctionKind,
+    },
 }
 
 impl From<SessionError> for InvokeError {
@@ -164,6 +176,17 @@ impl From<SessionError> for InvokeError {
             SessionError::InvalidId => InvokeError::InvalidSession,
             SessionError::Busy(d) => InvokeError::Deadline(d),
             e => InvokeError::Session(e),
+        }
+    }
+}
+
+fn wrong_kind(function: &str, kind: FunctionKind) -> String {
+    match kind {
+        FunctionKind::Edge => format!(
+            "{function} is an edge:function function: call it with POST /v1/functions/{function}/invoke"
+        ),
+        FunctionKind::Http => {
+            format!("{function} is a wasi:http function: send it HTTP requests under /{function}/")
         }
     }
 }
@@ -188,6 +211,12 @@ impl Node {
             return Err(InvokeError::Overloaded(self.config.max_pending_invocations));
         };
         let function = self.registry.get(&req.function)?;
+        if function.info.kind != FunctionKind::Edge {
+            return Err(InvokeError::WrongKind {
+                function: req.function,
+                kind: function.info.kind,
+            });
+        }
         let (session, ephemeral) = match req.session {
             Some(s) if valid_session_id(&s) => (
                 self.sessions
@@ -377,6 +406,7 @@ impl Node {
                 &self.engine,
                 &self.config.engine,
                 &function.name,
+                function.allow_hosts.clone(),
                 self.config.guest_log_bytes,
                 ctx,
                 deadline,

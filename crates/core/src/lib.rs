@@ -31,6 +31,7 @@ pub mod imports;
 pub mod invoke;
 pub mod metrics;
 pub mod node;
+pub mod outbound;
 pub mod registry;
 pub mod sched;
 pub mod session;

@@ -13,6 +13,7 @@
 
 mod check;
 mod files;
+mod kind;
 mod load;
 mod versions;
 use crate::EngineConfig;
@@ -24,6 +25,7 @@ pub use check::{precheck, valid_name};
 use edge_host_api::bindings::FunctionPre;
 use edge_store_sled::SledWriter;
 use files::{sha256_hex, write_atomic};
+pub use kind::{FunctionKind, Pre};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -33,6 +35,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::Semaphore;
 use wasmtime::Engine;
 use wasmtime::component::{Component, Linker};
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 /// What the registry knows of a function; served by `GET /v1/functions/{name}`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -57,13 +60,22 @@ pub struct FunctionInfo {
     /// flushed before its answer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub flush_interval_ms: Option<u64>,
+    /// The world its component serves (found when it is linked).
+    #[serde(default)]
+    pub kind: FunctionKind,
+    /// Hosts its outgoing HTTP requests may go to (`host` or `host:port`;
+    /// `*`: any), set at deploy. Empty: none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_hosts: Vec<String>,
 }
 
 /// How a function is deployed.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct DeployOptions {
     /// Relaxed durability (see [`FunctionInfo::flush_interval_ms`]).
     pub flush_interval_ms: Option<u64>,
+    /// See [`FunctionInfo::allow_hosts`].
+    pub allow_hosts: Vec<String>,
 }
 
 /// The longest flush interval a function may choose, milliseconds.
@@ -76,7 +88,9 @@ pub struct Function {
     /// Its metadata.
     pub info: FunctionInfo,
     /// Pre-linked for instantiation.
-    pub pre: FunctionPre<HostState>,
+    pub pre: Pre,
+    /// [`FunctionInfo::allow_hosts`], shared by its instances.
+    pub allow_hosts: Arc<[String]>,
     /// Until when its calls start at background priority.
     pub penalty: crate::sched::Penalty,
 }
@@ -207,17 +221,41 @@ impl Registry {
         Ok(registry)
     }
 
+    /// Links `component` (its world decides its kind, set in the info).
     fn link(
         &self,
-        info: FunctionInfo,
+        mut info: FunctionInfo,
         component: &Component,
     ) -> Result<Arc<Function>, RegistryError> {
         let pre = self
             .linker
             .instantiate_pre(component)
             .map_err(|e| RegistryError::Link(format!("{e:#}")))?;
-        let pre = FunctionPre::new(pre).map_err(|e| RegistryError::Link(format!("{e:#}")))?;
+        let pre = match FunctionPre::new(pre.clone()) {
+            Ok(edge) => Pre::Edge(edge),
+            Err(not_edge) => {
+                let http = ProxyPre::new(pre).map_err(|_| {
+                    RegistryError::Link(format!(
+                        "the component exports neither edge:function/handler nor wasi:http/incoming-handler ({not_edge:#})"
+                    ))
+                })?;
+                check::http_has_no_state(component, &self.engine)?;
+                // Served under /{name}/: a name a node route takes is never reached.
+                if matches!(info.name.as_str(), "v1" | "healthz" | "metrics") {
+                    return Err(RegistryError::Link(format!(
+                        "a wasi:http function cannot be named {:?}: /{0}/ is the node's",
+                        info.name
+                    )));
+                }
+                Pre::Http(http)
+            }
+        };
+        info.kind = match pre {
+            Pre::Edge(_) => FunctionKind::Edge,
+            Pre::Http(_) => FunctionKind::Http,
+        };
         Ok(Arc::new(Function {
+            allow_hosts: info.allow_hosts.clone().into(),
             name: info.name.as_str().into(),
             info,
             pre,
@@ -340,6 +378,11 @@ impl Registry {
                 "flush_interval_ms must be 1 to {MAX_FLUSH_INTERVAL_MS}, got {ms}"
             )));
         }
+        if let Some(bad) = options.allow_hosts.iter().find(|h| !check::valid_host(h)) {
+            return Err(RegistryError::InvalidOption(format!(
+                "allow_hosts: {bad:?} is not a host, host:port or *"
+            )));
+        }
         check_preamble(&bytes)?;
         let bytes = tokio::task::spawn_blocking(move || check_imports(&bytes).map(|()| bytes))
             .await
@@ -352,7 +395,7 @@ impl Registry {
             Some(same) => {
                 self.metrics.compile_reuses.inc();
                 Compiled {
-                    component: same.pre.instance_pre().component().clone(),
+                    component: same.pre.component().clone(),
                     artifact: same.info.artifact.clone(),
                     artifact_sha256: same.info.artifact_sha256.clone(),
                     compile_ms: 0.0,
@@ -372,13 +415,15 @@ impl Registry {
             artifact: compiled.artifact,
             artifact_sha256: compiled.artifact_sha256,
             flush_interval_ms: options.flush_interval_ms,
+            kind: FunctionKind::Edge,
+            allow_hosts: options.allow_hosts,
         };
         // A refused upload leaves nothing behind: the files it wrote go
         // unless a deployed function uses the same component.
         let stored = async {
             let function = self.link(info.clone(), &compiled.component)?;
-            let record =
-                serde_json::to_vec(&info).map_err(|e| RegistryError::Storage(e.to_string()))?;
+            let record = serde_json::to_vec(&function.info)
+                .map_err(|e| RegistryError::Storage(e.to_string()))?;
             let previous = self.put_record(name, Some(record)).await?;
             Ok::<_, RegistryError>((function, previous))
         }
@@ -390,6 +435,7 @@ impl Registry {
                 return Err(e);
             }
         };
+        let info = function.info.clone();
         self.insert_loaded(function);
         // The version replaced becomes the previous one (a redeploy of the
         // same component keeps the previous one there is).

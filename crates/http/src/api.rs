@@ -115,6 +115,13 @@ pub fn router(node: AppState) -> Router {
         .route("/v1/wf/{exec}", axum::routing::delete(workflows::abort))
         .route("/v1/wf/{exec}/traffic", get(workflows::traffic))
         .route("/v1/wf/{exec}/states/{name}", get(workflows::take_state))
+        // wasi:http functions, each under its name.
+        .route("/{function}", axum::routing::any(super::proxy::serve))
+        .route("/{function}/", axum::routing::any(super::proxy::serve))
+        .route(
+            "/{function}/{*rest}",
+            axum::routing::any(super::proxy::serve),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
@@ -330,6 +337,8 @@ async fn rollback(
 pub(super) struct DeployQuery {
     /// Relaxed durability: flush local-state commits within this many ms.
     flush_interval_ms: Option<u64>,
+    /// Hosts outgoing requests may reach, comma-separated.
+    allow_hosts: Option<String>,
 }
 
 #[tracing::instrument(skip(node, headers, body))]
@@ -351,6 +360,13 @@ async fn deploy(
     let bytes = read_body(&headers, body, node.config().max_upload_bytes).await?;
     let options = edge_core::registry::DeployOptions {
         flush_interval_ms: query.flush_interval_ms,
+        allow_hosts: query
+            .allow_hosts
+            .iter()
+            .flat_map(|list| list.split(','))
+            .map(|h| h.trim().to_owned())
+            .filter(|h| !h.is_empty())
+            .collect(),
     };
     let info = node
         .registry()

@@ -3,7 +3,8 @@
 //! `Authorization: Bearer <token>` with one of them: 401 without one, 403
 //! with a wrong one. `/healthz` and `/metrics` stay open; `--open-reads`
 //! opens the GET routes that describe functions, sessions and the node, and
-//! `--open-invoke` opens invocation. State and node-to-node routes are never
+//! `--open-invoke` opens invocation (and the `wasi:http` functions served
+//! under `/{function}/`). State and node-to-node routes are never
 //! opened by those flags.
 //!
 //! With a cluster token configured, the routes nodes use between themselves
@@ -53,8 +54,10 @@ fn is_open(auth: &AuthConfig, method: &Method, path: &str) -> bool {
                 | ["v1", "node"]
                 | ["v1", "cluster"]
         );
-    let invoke =
-        *method == Method::POST && matches!(segs.as_slice(), ["v1", "functions", _, "invoke"]);
+    // An invocation: through the API, or a request to a wasi:http function.
+    let invoke = (*method == Method::POST
+        && matches!(segs.as_slice(), ["v1", "functions", _, "invoke"]))
+        || segs.first().is_some_and(|s| *s != "v1");
     (auth.open_reads && read) || (auth.open_invoke && invoke)
 }
 

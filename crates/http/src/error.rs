@@ -165,6 +165,9 @@ impl From<InvokeError> for ApiError {
             }
             InvokeError::Moved(url) => ApiError::moved(&url, ""),
             InvokeError::Session(e) => e.into(),
+            InvokeError::WrongKind { .. } => {
+                ApiError::new(StatusCode::BAD_REQUEST, "wrong_kind", e.to_string())
+            }
         }
     }
 }

@@ -22,6 +22,7 @@ mod api;
 mod auth;
 mod error;
 mod extract;
+mod proxy;
 mod server;
 mod sessions;
 mod tls;

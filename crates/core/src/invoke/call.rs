@@ -54,7 +54,7 @@ pub(super) async fn fresh_call(
 ) -> (Result<Vec<u8>, InvokeError>, Option<Mode>, Commit) {
     let store = &mut instance.store;
     let called = async {
-        let bindings = function.pre.instantiate_async(&mut *store).await?;
+        let bindings = function.pre.edge()?.instantiate_async(&mut *store).await?;
         bindings
             .edge_function_handler()
             .call_handle(&mut *store, &inputs)
@@ -109,7 +109,7 @@ pub(super) async fn pinned_call(
             mut store,
             slot,
             gauge,
-        } => match function.pre.instantiate_async(&mut store).await {
+        } => match async { function.pre.edge()?.instantiate_async(&mut store).await }.await {
             Err(e) => {
                 let e = errors.classify(&store, e);
                 let background = store.data().clock.placement.in_background();
@@ -155,7 +155,7 @@ pub(super) struct Classifier {
 }
 
 impl Classifier {
-    fn classify(&self, store: &Store<HostState>, e: wasmtime::Error) -> InvokeError {
+    pub(super) fn classify(&self, store: &Store<HostState>, e: wasmtime::Error) -> InvokeError {
         if e.downcast_ref::<DeadlineExceeded>().is_some() {
             return InvokeError::Deadline(self.deadline);
         }

@@ -111,6 +111,7 @@ impl Node {
             &self.engine,
             &self.config.engine,
             &function.name,
+            function.allow_hosts.clone(),
             self.config.guest_log_bytes,
             state,
             deadline,
@@ -157,6 +158,7 @@ fn rearm(
     let data = instance.store_mut().data_mut();
     data.state = state;
     data.deadline = deadline;
+    data.outbound.deadline = deadline;
     data.limits.denied = false;
     data.clock = clock;
 }

@@ -15,6 +15,43 @@ pub fn valid_name(name: &str) -> bool {
         })
 }
 
+/// True when `host` is `*` (any host), or a host name or IP address with an
+/// optional `:port`, in lower case.
+pub fn valid_host(host: &str) -> bool {
+    if host == "*" {
+        return true;
+    }
+    let (name, port) = match host.rsplit_once(':') {
+        Some((name, port)) => (name, Some(port)),
+        None => (host, None),
+    };
+    !name.is_empty()
+        && name.len() <= 253
+        && name
+            .bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'.' | b'-'))
+        && port.is_none_or(|p| p.parse::<u16>().is_ok_and(|p| p > 0))
+}
+
+/// A `wasi:http` component is served without a session: one that imports
+/// `edge:function` (the session state) would lose what it writes.
+pub(super) fn http_has_no_state(
+    component: &wasmtime::component::Component,
+    engine: &wasmtime::Engine,
+) -> Result<(), RegistryError> {
+    let ty = component.component_type();
+    let mut state = ty
+        .imports(engine)
+        .map(|(name, _)| name)
+        .filter(|name| name.starts_with("edge:function/"));
+    match state.next() {
+        Some(name) => Err(RegistryError::Link(format!(
+            "a wasi:http component has no session, so it cannot import {name}; keep its state with the edge:function world"
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// The checks an upload gets inside the node before any compiler runs:
 /// the component preamble, then full validation (linear time; every
 /// feature allowed, so the compiler has the last word). The fuzz target
