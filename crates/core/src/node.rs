@@ -85,16 +85,23 @@ impl Node {
     pub async fn open(config: NodeConfig) -> Result<Self, NodeError> {
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|e| NodeError::Storage(format!("{}: {e}", config.data_dir.display())))?;
-        let db = sled::Config::new()
-            .path(config.data_dir.join("db"))
-            .cache_capacity(config.sled_cache_bytes)
-            .open()?;
-        let writer = SledWriter::start(db.clone())
-            .map_err(|e| NodeError::Storage(format!("state writer thread: {e}")))?;
+        // Opening sled (log recovery, fsyncs) and building the engine (the
+        // pool's reservation, the linker) take about as long each: at once.
+        let opening = {
+            let sled = sled::Config::new()
+                .path(config.data_dir.join("db"))
+                .cache_capacity(config.sled_cache_bytes);
+            tokio::task::spawn_blocking(move || sled.open())
+        };
         let engine = build_engine(&config.engine)?;
         start_epoch_ticker(&engine, config.engine.epoch_tick);
         let linker = build_linker(&engine)?;
         let metrics = Arc::new(Metrics::new()?);
+        let db = opening
+            .await
+            .map_err(|e| NodeError::Storage(format!("opening the database: {e}")))??;
+        let writer = SledWriter::start(db.clone())
+            .map_err(|e| NodeError::Storage(format!("state writer thread: {e}")))?;
         let registry = Registry::open(
             engine.clone(),
             linker,
