@@ -241,10 +241,10 @@ async fn every_local_session_has_one_owner_that_every_node_reaches() {
     assert_eq!(a.invoke_ok("counter", Some("n"), "").await, "4");
 }
 
-/// Sends `signal` (`-STOP`, `-CONT`) to a node's process.
-fn signal(node: &TestNode, signal: &str) {
+/// Sends `signal` (`-STOP`, `-CONT`) to process `pid` (a node, Redis).
+fn signal(pid: u32, signal: &str) {
     let status = std::process::Command::new("kill")
-        .args([signal, &node.pid().to_string()])
+        .args([signal, &pid.to_string()])
         .status()
         .unwrap();
     assert!(status.success(), "kill {signal}");
@@ -278,13 +278,13 @@ async fn a_paused_node_cannot_commit_to_a_session_another_node_took() {
         })
     };
     tokio::time::sleep(Duration::from_millis(500)).await;
-    signal(&a, "-STOP");
+    signal(a.pid(), "-STOP");
     // Meanwhile B takes the session and counts on.
     let got = b.set_mode("f", "local").await;
     assert_eq!(got["mode"], "local", "{got}");
     assert_eq!(b.invoke_ok("counter", Some("f"), "").await, "2");
     assert_eq!(b.invoke_ok("counter", Some("f"), "").await, "3");
-    signal(&a, "-CONT");
+    signal(a.pid(), "-CONT");
 
     // A wakes with count 1 in hand; its write of 2 is refused by the fence
     // (atomically, in the commit script), and the call goes to B instead.
@@ -340,24 +340,15 @@ async fn a_migration_needs_the_function_at_the_target_and_deploy_all_puts_it_the
     support::assert_error(r, 404, "not_found").await;
 
     // `deploy --all` through A reaches every member.
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_edge-node"))
-        .args([
-            "deploy",
-            "counter",
-            guests::COUNTER,
-            "--all",
-            "--node",
-            &a.url,
-        ])
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = support::cli_ok(&[
+        "deploy",
+        "counter",
+        guests::COUNTER,
+        "--all",
+        "--node",
+        &a.url,
+    ])
+    .await;
     for n in [&a, &b] {
         assert!(
             stdout.contains(&format!("deployed counter to {}", n.url)),
@@ -455,17 +446,7 @@ async fn a_session_whose_owner_is_gone_is_refused_at_once_and_can_be_taken_over(
     assert!(b.healthy().await);
 
     // Taken over with the CLI: the session goes on from A's last snapshot.
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_edge-node"))
-        .args(["session", "takeover", "s", "--node", &b.url])
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = support::cli_ok(&["session", "takeover", "s", "--node", &b.url]).await;
     let answer: Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(answer["previous_owner"], a_url.as_str(), "{answer}");
     assert_eq!(answer["mode"], "remote", "{answer}");
@@ -503,20 +484,13 @@ async fn a_node_cut_off_from_redis_stops_serving_its_local_sessions_until_it_is_
     // Redis stops answering: past the lease (2 s) the node no longer serves
     // its local session (another node could take it over 1 s later), and
     // says why; the node itself stays up.
-    let pause = |sig: &str| {
-        let status = std::process::Command::new("kill")
-            .args([sig, &redis.pid().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success(), "kill {sig}");
-    };
-    pause("-STOP");
+    signal(redis.pid(), "-STOP");
     tokio::time::sleep(Duration::from_millis(2_500)).await;
     let r = a.invoke("counter", Some("l"), "").await;
     let message = support::assert_error(r, 503, "lease").await;
     assert!(message.contains("membership"), "{message}");
     assert!(a.healthy().await);
-    pause("-CONT");
+    signal(redis.pid(), "-CONT");
 
     // Back once a beat goes through; nothing was written meanwhile.
     let until = Instant::now() + Duration::from_secs(10);

@@ -121,24 +121,16 @@ async fn outgoing_requests_go_only_to_allowed_hosts_within_the_deadline() {
     assert!(body.contains("HttpRequestDenied"), "{body}");
 
     // Allowed to the upstream (with the real CLI): the request goes through.
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_edge-node"))
-        .args([
-            "deploy",
-            "open",
-            guests::WEB,
-            "--allow-host",
-            &up,
-            "--node",
-            &node.url,
-        ])
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    support::cli_ok(&[
+        "deploy",
+        "open",
+        guests::WEB,
+        "--allow-host",
+        &up,
+        "--node",
+        &node.url,
+    ])
+    .await;
     let info = node.get_json("/v1/functions/open").await;
     assert_eq!(info["allow_hosts"], serde_json::json!([up]), "{info}");
     let (status, body) = fetch("open", &up).await;

@@ -402,15 +402,7 @@ impl Node {
                 Mode::Remote,
                 self.config.state_limits,
             );
-            let mut wasm = new_store(
-                &self.engine,
-                &self.config.engine,
-                &function.name,
-                function.allow_hosts.clone(),
-                self.config.guest_log_bytes,
-                ctx,
-                deadline,
-            );
+            let mut wasm = self.call_store(function, ctx, deadline);
             let clock = self.sched.clock();
             let placement = clock.placement.clone();
             wasm.data_mut().clock = clock;
@@ -506,6 +498,24 @@ impl Node {
     /// `call::release`).
     fn offload(&self) -> Option<crate::teardown::Teardown> {
         self.sched.busy().then(|| self.teardown.clone())
+    }
+
+    /// A store for one instance of `function`, with `state`, until `deadline`.
+    fn call_store(
+        &self,
+        function: &Function,
+        state: StateCtx,
+        deadline: Instant,
+    ) -> wasmtime::Store<crate::engine::HostState> {
+        new_store(
+            &self.engine,
+            &self.config.engine,
+            &function.name,
+            function.allow_hosts.clone(),
+            self.config.guest_log_bytes,
+            state,
+            deadline,
+        )
     }
 
     fn classifier(&self) -> Classifier {

@@ -470,6 +470,23 @@ impl Drop for RedisServer {
     }
 }
 
+/// Runs the real CLI, `edge-node ARGS…`, which must succeed; returns its
+/// standard output.
+pub async fn cli_ok(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_edge-node"))
+        .args(args)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "edge-node {args:?}: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
 /// Runs `edge-node serve --listen 127.0.0.1:0 --data-dir DATA ARGS…`, which
 /// must refuse to start; returns what it said on stderr.
 pub fn serve_refuses(data_dir: &Path, args: &[&str]) -> String {

@@ -6,7 +6,6 @@
 //! the guest returns.
 
 use super::{InvokeError, LiveInstance};
-use crate::engine::new_store;
 use crate::node::{Node, new_session_id};
 use crate::registry::{FunctionKind, Pre};
 use crate::session::SessionMode;
@@ -53,15 +52,7 @@ impl Node {
             Mode::Remote,
             self.config.state_limits,
         );
-        let mut store = new_store(
-            &self.engine,
-            &self.config.engine,
-            &function.name,
-            function.allow_hosts.clone(),
-            self.config.guest_log_bytes,
-            state,
-            deadline,
-        );
+        let mut store = self.call_store(&function, state, deadline);
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let handles = store
             .data_mut()

@@ -4,7 +4,6 @@
 
 use super::call::{PinnedCall, pinned_call};
 use super::{InvokeError, MAX_ATTEMPTS, StartKind};
-use crate::engine::new_store;
 use crate::node::Node;
 use crate::registry::Function;
 use crate::session::{Inner, Session, SessionMode};
@@ -107,15 +106,7 @@ impl Node {
         deadline: Instant,
     ) -> Result<PinnedCall, InvokeError> {
         let slot = self.acquire_slot(deadline).await?;
-        let store = new_store(
-            &self.engine,
-            &self.config.engine,
-            &function.name,
-            function.allow_hosts.clone(),
-            self.config.guest_log_bytes,
-            state,
-            deadline,
-        );
+        let store = self.call_store(function, state, deadline);
         Ok(PinnedCall::Cold {
             store,
             slot,
