@@ -153,8 +153,8 @@ enum SessionCommand {
         id: String,
     },
     /// Take a session over from an owner that is gone (no heartbeat in the
-    /// cluster): it goes on in remote-state mode from the remote store,
-    /// without what it wrote while local on that owner.
+    /// cluster): it goes on in remote-state mode from its last snapshot,
+    /// without what the owner wrote after it (at most --snapshot-ms).
     Takeover {
         /// The session id.
         id: String,

@@ -299,9 +299,8 @@ impl Node {
     }
 
     /// Takes session `id` over from an owner that is gone (not a live
-    /// member): it goes on in remote-state mode from the remote store,
-    /// without what it wrote while local on that owner (see
-    /// [`Sessions::take_over`]).
+    /// member): it goes on in remote-state mode from its last snapshot,
+    /// without what the owner wrote after it (see [`Sessions::take_over`]).
     #[tracing::instrument(skip(self))]
     pub async fn take_over(&self, id: &str) -> Result<TakeOver, SessionError> {
         self.sessions.take_over(id).await

@@ -22,8 +22,9 @@
 //! - An owner that is not a live member can be taken over
 //!   ([`Sessions::take_over`]): its entry is dropped, atomically with
 //!   checking it has not beaten since, and the session goes on in
-//!   remote-state mode from the remote store — without what it wrote while
-//!   local there, which was on that node's disk only.
+//!   remote-state mode from its last snapshot in the remote store (see
+//!   `snapshot`) — without what the owner wrote after it, which was on that
+//!   node's disk only.
 
 use super::{Inner, Record, Session, SessionError, SessionMode, Sessions};
 use super::{LEASE, Lease};
@@ -246,9 +247,9 @@ impl Sessions {
 
     /// Takes session `id` over from an owner that is not a live member any
     /// more: its directory entry is dropped (refused while the owner beats)
-    /// and the session goes on in remote-state mode from the remote store.
-    /// What it wrote while local there is not in that store: it was on that
-    /// node's disk only, and is dropped if the node comes back.
+    /// and the session goes on in remote-state mode from its last snapshot
+    /// in the remote store. What the owner wrote after that snapshot was on
+    /// its disk only, and is dropped if the node comes back.
     pub async fn take_over(&self, id: &str) -> Result<TakeOver, SessionError> {
         let Some(d) = &self.directory else {
             return Err(SessionError::NoDirectory);
