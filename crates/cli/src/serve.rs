@@ -94,6 +94,8 @@ fn node_config(s: &Settings) -> Result<NodeConfig> {
     config.demote_idle = Duration::from_millis(s.demote_idle_ms);
     config.snapshot = Duration::from_millis(s.snapshot_ms);
     config.promote_calls_per_sec = s.promote_calls_per_sec.max(0.0);
+    config.orchestrate = Duration::from_millis(s.orchestrate_ms);
+    config.pressure_evict = !s.no_pressure_evict;
     config.peers = s.peers.clone();
     config.auth = AuthConfig {
         token: s.token.clone(),

@@ -140,6 +140,15 @@ settings! {
         /// is made local by the node (taking a free or idle place); 0: never.
         #[arg(long)]
         promote_calls_per_sec: f64 = 0.0;
+        /// Every this many milliseconds the orchestrator plans which sessions
+        /// are local from measured call rates, service times and
+        /// remote-store cost, and promotes or demotes them; 0: off.
+        #[arg(long)]
+        orchestrate_ms: u64 = 0;
+        /// A call that finds every instance slot held waits for one instead
+        /// of dropping an idle pinned instance.
+        #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+        no_pressure_evict: bool = false;
         /// In a cluster (a shared Redis): every this many milliseconds, the
         /// local sessions changed since are copied to Redis, so a node taking
         /// a session over from an owner that died loses at most that much;

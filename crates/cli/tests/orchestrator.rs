@@ -1,10 +1,15 @@
 //! The node's platform decisions: local-state places and instance slots
-//! are an LRU cache over the sessions that want them.
+//! are an LRU cache over the sessions that want them, and the orchestrator
+//! plans which sessions are local from what it measures.
+#![allow(clippy::unwrap_used)]
 
 mod support;
 
-use std::time::Duration;
-use support::{TestNode, guests};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use support::slow_link::SlowLink;
+use support::{RedisServer, TestNode, guests};
 
 #[tokio::test]
 async fn an_idle_local_session_is_demoted_and_its_place_reused() {
@@ -72,7 +77,7 @@ async fn pool_pressure_evicts_an_idle_pinned_instance_before_refusing() {
     assert_eq!(node.settled_metric("edge_pinned_instances", 2.0).await, 2.0);
     // Both slots are held by idle pinned instances; a call that needs an
     // instance gets one at once instead of waiting to be refused.
-    let started = std::time::Instant::now();
+    let started = Instant::now();
     assert_eq!(node.invoke_ok("echo", None, "hi").await, "hi");
     assert!(
         started.elapsed() < Duration::from_secs(2),
@@ -104,7 +109,7 @@ async fn a_hot_remote_session_is_made_local_and_a_slow_one_is_not() {
     assert_eq!(node.session("slow").await["mode"], "remote");
     // A hot one, called back to back, is made local once a second of calls
     // shows its rate; its count goes on.
-    let until = std::time::Instant::now() + Duration::from_secs(10);
+    let until = Instant::now() + Duration::from_secs(10);
     let mut n = 0;
     loop {
         n += 1;
@@ -115,11 +120,142 @@ async fn a_hot_remote_session_is_made_local_and_a_slow_one_is_not() {
             break;
         }
         assert!(
-            std::time::Instant::now() < until,
+            Instant::now() < until,
             "never promoted after {n} calls"
         );
     }
     assert_eq!(node.session("hot").await["mode"], "local");
     assert_eq!(node.metric("edge_promotions_total").await, 1.0);
     assert_eq!(node.session("slow").await["mode"], "remote");
+}
+
+/// Calls `counter` on each of `sessions` every `every`, without waiting for
+/// the answers (open-loop, as independent clients do), for `run`; every
+/// call must succeed. Returns how many calls each session got.
+async fn open_loop(
+    node: &Arc<TestNode>,
+    sessions: &[&str],
+    every: Duration,
+    run: Duration,
+) -> HashMap<String, u64> {
+    let mut calls = Vec::new();
+    let mut sent: HashMap<String, u64> = HashMap::new();
+    let started = Instant::now();
+    let mut tick = tokio::time::interval(every);
+    while started.elapsed() < run {
+        tick.tick().await;
+        for s in sessions {
+            *sent.entry(s.to_string()).or_default() += 1;
+            let (node, s) = (node.clone(), s.to_string());
+            calls.push(tokio::spawn(async move {
+                let r = node.invoke("counter", Some(&s), "").await;
+                let status = r.status();
+                (status, r.text().await.unwrap())
+            }));
+        }
+        assert!(node.healthy().await, "/healthz failed under load");
+    }
+    for c in calls {
+        let (status, body) = c.await.unwrap();
+        assert_eq!(status, 200, "{body}");
+    }
+    sent
+}
+
+async fn local_ones(node: &TestNode, sessions: &[&str]) -> usize {
+    let mut n = 0;
+    for s in sessions {
+        if node.session(s).await["mode"] == "local" {
+            n += 1;
+        }
+    }
+    n
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_orchestrator_makes_busy_sessions_local_within_its_slots_and_follows_the_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = RedisServer::start().await;
+    // Redis 5 ms away each way: a remote-state call pays its round trips.
+    let link = SlowLink::start(
+        redis.url.trim_start_matches("redis://"),
+        Duration::from_millis(5),
+    )
+    .await
+    .unwrap();
+    let remote = format!("redis://{}", link.addr);
+    let node = Arc::new(
+        TestNode::start(
+            dir.path(),
+            &[
+                "--remote-store",
+                &remote,
+                "--max-instances",
+                "4",
+                "--no-pressure-evict",
+                "--orchestrate-ms",
+                "300",
+            ],
+        )
+        .await,
+    );
+    node.deploy("counter", guests::COUNTER).await;
+    let first = ["a0", "a1", "a2", "a3"];
+    let second = ["b0", "b1", "b2", "b3"];
+
+    // Four sessions called 25 times a second each: remote-state, each keeps
+    // most of a slot busy. Nobody asks for local-state.
+    let mut sent = open_loop(
+        &node,
+        &first,
+        Duration::from_millis(40),
+        Duration::from_secs(6),
+    )
+    .await;
+    let local = local_ones(&node, &first).await;
+    let view = node.get_json("/v1/node").await["orchestrator"].clone();
+    assert!(
+        (2..=3).contains(&local),
+        "{local} of 4 busy sessions local on 4 slots: {view}"
+    );
+    assert!(view["rounds"].as_u64().unwrap() >= 10, "{view}");
+    assert!(view["promoted"].as_u64().unwrap() >= 2, "{view}");
+    // It measured the remote store's cost (two 5 ms legs per round trip)
+    // and a local call's, which is far cheaper.
+    let store = view["remote_store_ms"].as_f64().unwrap();
+    assert!(store >= 8.0, "{view}");
+    assert!(
+        view["local_service_ms"].as_f64().unwrap() < view["remote_service_ms"].as_f64().unwrap(),
+        "{view}"
+    );
+    assert!(node.metric("edge_orchestrator_planned_local").await >= 2.0);
+
+    // The load moves to four other sessions: the idle local ones are demoted
+    // and the busy ones take their places.
+    sent.extend(
+        open_loop(
+            &node,
+            &second,
+            Duration::from_millis(40),
+            Duration::from_secs(6),
+        )
+        .await,
+    );
+    let view = node.get_json("/v1/node").await["orchestrator"].clone();
+    assert!(
+        (2..=3).contains(&local_ones(&node, &second).await),
+        "{view}"
+    );
+    assert!(local_ones(&node, &first).await <= 1, "{view}");
+    assert!(view["demoted"].as_u64().unwrap() >= 2, "{view}");
+    // Never more local sessions than the slots allow beside the pool.
+    assert!(node.metric("edge_local_sessions").await <= 3.0);
+    // No call was lost on the moves: each count is exact.
+    for (s, n) in sent {
+        assert_eq!(
+            node.invoke_ok("counter", Some(&s), "").await,
+            (n + 1).to_string(),
+            "{s}"
+        );
+    }
 }

@@ -155,6 +155,13 @@ pub struct NodeConfig {
     /// A remote session called at least this often (per second) is made
     /// local by the node; 0: never.
     pub promote_calls_per_sec: f64,
+    /// How often the orchestrator plans which sessions are local, from
+    /// measured call rates and service times (zero: it is off).
+    pub orchestrate: Duration,
+    /// A call that finds every instance slot held drops the idle pinned
+    /// instance idle the longest; off, it waits for a slot (a local
+    /// session's instance is then its own, like a dedicated container).
+    pub pressure_evict: bool,
     /// The URL other nodes reach this one at (shown as a session's owner).
     pub public_url: Option<String>,
     /// Other nodes, by name, for workflows: `(name, url)`.
@@ -196,6 +203,8 @@ impl NodeConfig {
             demote_idle: Duration::from_secs(60),
             snapshot: Duration::from_secs(5),
             promote_calls_per_sec: 0.0,
+            orchestrate: Duration::ZERO,
+            pressure_evict: true,
             public_url: None,
             peers: Vec::new(),
             auth: AuthConfig::default(),

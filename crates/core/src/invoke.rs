@@ -295,7 +295,8 @@ impl Node {
                     let (want, trigger) = match requested.map(SessionMode::from_wit) {
                         Some(m) => (m, Trigger::Guest),
                         None if hot => (SessionMode::Local, Trigger::Policy),
-                        None => (desired, Trigger::Policy),
+                        None if self.sessions.retries_wishes() => (desired, Trigger::Policy),
+                        None => (SessionMode::Remote, Trigger::Policy),
                     };
                     let mut reason = None;
                     if want == SessionMode::Local {
@@ -335,9 +336,11 @@ impl Node {
                 // The copy here was stale: served remote-state now.
                 Held::Dropped => continue,
             }
+            let began = Instant::now();
             let (output, start, requested) = self
                 .run_pinned(function, session, &mut inner, inputs, deadline)
                 .await?;
+            self.sessions.load.local(began.elapsed());
             if let Some(to) = requested.map(SessionMode::from_wit) {
                 self.sessions
                     .transition(session, &mut inner, to, Trigger::Guest)
@@ -359,7 +362,9 @@ impl Node {
         }
         // Every slot is held: an idle pinned instance gives its slot up
         // rather than this call waiting until it is refused.
-        self.sessions.evict_for_slot();
+        if self.config.pressure_evict {
+            self.sessions.evict_for_slot();
+        }
         let wait = deadline.saturating_duration_since(Instant::now());
         tokio::time::timeout(wait, self.instance_slots.clone().acquire_owned())
             .await
@@ -396,6 +401,7 @@ impl Node {
     ) -> Result<(Vec<u8>, Option<Mode>), InvokeError> {
         for attempt in 0..MAX_ATTEMPTS {
             let slot = self.acquire_slot(deadline).await?;
+            let began = Instant::now();
             let ctx = StateCtx::new(
                 store.clone(),
                 session.to_owned(),
@@ -420,7 +426,11 @@ impl Node {
             let (output, requested, commit) =
                 self.scheduled(function, &placement, deadline, call).await?;
             let output = self.judged(function, output)?;
-            match store.commit_by(session, &commit, deadline).await {
+            let committed = store.commit_by(session, &commit, deadline).await;
+            // What the orchestrator weighs: the instance's time and the
+            // remote store's, queueing for the slot left out.
+            self.sessions.load.remote(began.elapsed());
+            match committed {
                 Ok(()) => return Ok((output, requested)),
                 Err(StoreError::Conflict { key }) => {
                     self.conflicted(&key, attempt, deadline).await?

@@ -45,10 +45,13 @@ pub struct Metrics {
     pub evictions: IntCounter,
     /// Local sessions demoted to remote-state to make room for another.
     pub demotions: IntCounter,
-    /// Remote sessions made local for their call rate.
+    /// Remote sessions made local for their call rate (or by the
+    /// orchestrator).
     pub promotions: IntCounter,
     /// Pinned instances dropped because every instance slot was held.
     pub pressure_evictions: IntCounter,
+    /// Sessions the orchestrator's last plan makes local.
+    pub orchestrator_local: IntGauge,
     /// Sessions this node took over from an owner that was gone.
     pub takeovers: IntCounter,
     /// Stale local copies dropped (the directory named another owner or none).
@@ -184,15 +187,19 @@ impl Metrics {
             )?,
             demotions: add.counter(
                 "edge_demotions_total",
-                "Idle local sessions demoted to remote-state to make room for one that asked",
+                "Local sessions demoted to remote-state: idle ones making room for one that asked, or by the orchestrator",
             )?,
             promotions: add.counter(
                 "edge_promotions_total",
-                "Remote sessions made local by the node for their call rate",
+                "Remote sessions made local by the node for their call rate or by the orchestrator",
             )?,
             pressure_evictions: add.counter(
                 "edge_pressure_evictions_total",
                 "Idle pinned instances dropped because every instance slot was held",
+            )?,
+            orchestrator_local: add.gauge(
+                "edge_orchestrator_planned_local",
+                "Sessions the orchestrator's last plan makes local",
             )?,
             takeovers: add.counter(
                 "edge_takeovers_total",

@@ -152,6 +152,8 @@ impl Node {
                 promote_rate: config.promote_calls_per_sec,
                 wait: config.invoke_deadline,
                 snapshot: config.snapshot,
+                orchestrate: config.orchestrate,
+                slots: config.engine.max_instances as usize,
             },
             directory,
             metrics.clone(),

@@ -27,7 +27,9 @@ use wasmtime::Store;
 mod error;
 mod lease;
 mod migrate;
+mod orchestrator;
 mod owner;
+mod plan;
 mod room;
 mod snapshot;
 mod transition;
@@ -35,8 +37,10 @@ mod transition;
 pub use error::SessionError;
 pub use lease::{LEASE, Lease};
 pub use migrate::MigrationReport;
+pub use orchestrator::{Load, View as OrchestratorView};
 pub(crate) use owner::Held;
 pub use owner::{Directory, TakeOver};
+pub use plan::{Inputs as PlanInputs, Plan, choose as plan_local, mean_latency};
 
 /// Where a session's state lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -164,6 +168,42 @@ pub struct Session {
     /// The functions called on it (here, or before it migrated here): a
     /// migration target must have them all.
     functions: std::sync::RwLock<BTreeSet<String>>,
+    /// Its record as last saved, for readers that must not wait for the
+    /// gate (the orchestrator): see [`Shown`].
+    shown: std::sync::atomic::AtomicU8,
+}
+
+/// A session's record at a glance, kept beside the gate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Shown {
+    /// Served local-state here.
+    pub local: bool,
+    /// Its client or guest asked for local-state.
+    pub wish: bool,
+    /// It moved to another node.
+    pub moved: bool,
+}
+
+impl Shown {
+    fn of(r: &Record) -> Shown {
+        Shown {
+            local: r.mode == SessionMode::Local,
+            wish: r.desired == SessionMode::Local,
+            moved: r.moved_to.is_some(),
+        }
+    }
+
+    fn bits(self) -> u8 {
+        u8::from(self.local) | u8::from(self.wish) << 1 | u8::from(self.moved) << 2
+    }
+
+    fn from_bits(b: u8) -> Shown {
+        Shown {
+            local: b & 1 != 0,
+            wish: b & 2 != 0,
+            moved: b & 4 != 0,
+        }
+    }
 }
 
 /// `wait` for the gate, at most until `deadline`.
@@ -237,6 +277,16 @@ impl Session {
         set.iter().cloned().collect()
     }
 
+    /// Its record as last saved, without waiting for the gate.
+    pub(crate) fn shown(&self) -> Shown {
+        Shown::from_bits(self.shown.load(Ordering::Acquire))
+    }
+
+    fn show(&self, record: &Record) {
+        self.shown
+            .store(Shown::of(record).bits(), Ordering::Release);
+    }
+
     /// Calls per second over the last full window (0 before one).
     pub fn call_rate(&self) -> f64 {
         self.rate_milli.load(Ordering::Relaxed) as f64 / 1000.0
@@ -276,6 +326,11 @@ pub struct Policy {
     /// With a directory: how often changed local sessions are copied to the
     /// remote store (zero: never).
     pub snapshot: Duration,
+    /// How often the orchestrator plans which sessions are local (zero:
+    /// never; then only wishes, idle demotion and `promote_rate` decide).
+    pub orchestrate: Duration,
+    /// Instance slots on the node (the orchestrator's capacity).
+    pub slots: usize,
 }
 
 /// Every session this node knows, and the stores their state lives in.
@@ -301,6 +356,10 @@ pub struct Sessions {
     metrics: Arc<Metrics>,
     /// With a shared Redis: who owns each local-state session.
     directory: Option<Directory>,
+    /// What calls measured, for the orchestrator.
+    pub load: Load,
+    /// The orchestrator's memory between rounds (`None`: it is off).
+    orchestrator: Option<Mutex<orchestrator::Orchestrator>>,
 }
 
 impl Sessions {
@@ -321,6 +380,8 @@ impl Sessions {
             wait,
             promote_rate,
             snapshot,
+            orchestrate,
+            slots,
         } = policy;
         let records = writer.db().open_tree("sessions")?;
         // Every recorded session is loaded now, so that looking one up never
@@ -344,6 +405,8 @@ impl Sessions {
         metrics.local_sessions.set(local_sessions as i64);
         let remote_is_local = remote.is_none();
         let remote = remote.unwrap_or_else(|| local.clone() as Arc<dyn StateStore>);
+        let load = Load::default();
+        let remote = load.timed(remote);
         let sessions = Arc::new(Self {
             local,
             remote,
@@ -360,6 +423,8 @@ impl Sessions {
             epoch: Instant::now(),
             metrics,
             directory,
+            load,
+            orchestrator: (!orchestrate.is_zero()).then(Default::default),
         });
         {
             let mut table = sessions.table.lock().unwrap_or_else(|p| p.into_inner());
@@ -371,6 +436,9 @@ impl Sessions {
         spawn_reaper(Arc::downgrade(&sessions), ttl);
         if sessions.has_directory() && !snapshot.is_zero() {
             snapshot::spawn(Arc::downgrade(&sessions), snapshot);
+        }
+        if !orchestrate.is_zero() {
+            orchestrator::spawn(Arc::downgrade(&sessions), orchestrate, slots);
         }
         Ok(sessions)
     }
@@ -417,6 +485,7 @@ impl Sessions {
     /// to: a mode change asked for by its guest, or a pinned instance.
     pub async fn keep_if_used(&self, session: &Arc<Session>) {
         let inner = session.gate.read().await;
+        session.show(&inner.record);
         if inner.record != Record::default() || !inner.pinned.is_empty() {
             let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
             table
@@ -426,6 +495,7 @@ impl Sessions {
     }
 
     fn new_session(&self, id: String, record: Record) -> Arc<Session> {
+        let shown = Shown::of(&record).bits();
         Arc::new(Session {
             id,
             gate: RwLock::new(Inner {
@@ -441,6 +511,7 @@ impl Sessions {
             minted: false,
             dirty: std::sync::atomic::AtomicBool::new(false),
             functions: std::sync::RwLock::default(),
+            shown: std::sync::atomic::AtomicU8::new(shown),
         })
     }
 
@@ -458,6 +529,12 @@ impl Sessions {
         } else {
             Some(serde_json::to_vec(record).map_err(|e| SessionError::Storage(e.to_string()))?)
         };
+        let tabled = self
+            .table
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned();
         let (records, id) = (self.records.clone(), id.to_owned());
         self.writer
             .write(move |_| {
@@ -470,6 +547,9 @@ impl Sessions {
                 Ok(())
             })
             .await?;
+        if let Some(s) = tabled {
+            s.show(record);
+        }
         Ok(())
     }
 

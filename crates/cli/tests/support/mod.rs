@@ -12,6 +12,7 @@ use tokio::process::{Child, Command};
 pub use edge_guest_artifacts as guests;
 
 pub mod bombs;
+pub mod slow_link;
 
 /// A node running as a child process; killed when dropped.
 pub struct TestNode {

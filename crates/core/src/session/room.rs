@@ -97,13 +97,21 @@ impl Sessions {
     }
 
     /// True when `session` (remote-state) is called often enough that the
-    /// node makes it local.
+    /// node makes it local. (With the orchestrator on, it decides instead.)
     pub fn is_hot(&self, session: &Session) -> bool {
-        self.promote_rate > 0.0 && session.call_rate() >= self.promote_rate
+        self.orchestrator.is_none()
+            && self.promote_rate > 0.0
+            && session.call_rate() >= self.promote_rate
+    }
+
+    /// Whether a wish for local-state that capacity refused is tried again
+    /// after each call; with the orchestrator on, its rounds grant wishes.
+    pub fn retries_wishes(&self) -> bool {
+        self.orchestrator.is_none()
     }
 
     /// Every session in the table.
-    fn all(&self) -> Vec<Arc<Session>> {
+    pub(super) fn all(&self) -> Vec<Arc<Session>> {
         self.table
             .lock()
             .unwrap_or_else(|p| p.into_inner())

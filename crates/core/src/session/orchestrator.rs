@@ -1,0 +1,395 @@
+//! The orchestrator: a policy loop that decides which sessions are local.
+//!
+//! Every `--orchestrate-ms` it reads what the node measured since the last
+//! round — each session's calls, how long remote-state and local-state
+//! calls held their instance, how much of a remote call was the remote
+//! store — and plans (see `plan`) how many sessions should be local to
+//! minimise the mean latency of all calls under the node's instance slots
+//! and local places. It then promotes the busiest remote sessions and
+//! demotes the local ones that fell out of the plan (trigger `policy`).
+//!
+//! Wishes are hints with a priority: a session whose client or guest asked
+//! for local-state is planned before any other, but only as many as the
+//! plan makes room for; an explicit request is still served at once when a
+//! place is free. A move waits for the calls in flight on its session (at
+//! most [`GATE_WAIT`]; calls arriving meanwhile wait for the move); a round
+//! moves at most [`MOVES_PER_ROUND`] sessions, and keeps the current split
+//! unless another is predicted better by [`MARGIN`].
+
+use super::plan::{self, Inputs};
+use super::{Session, SessionMode, Sessions, Trigger};
+use edge_host_api::{Commit, StateStore, StoreError, Versioned};
+use futures_util::future::join_all;
+use serde::Serialize;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+/// A split is changed only when another is predicted this much better.
+pub const MARGIN: f64 = 0.05;
+/// Sessions moved in one round, at most: each move costs a state transfer.
+pub const MOVES_PER_ROUND: usize = 8;
+/// A remote session replaces a local one only when called this much more
+/// often (so that two sessions called alike do not swap back and forth).
+const SWAP_FACTOR: f64 = 1.5;
+/// How long a move waits for the calls in flight on its session.
+const GATE_WAIT: Duration = Duration::from_millis(250);
+/// Weight of the newest round in the smoothed measurements.
+const SMOOTHING: f64 = 0.5;
+
+/// What calls measured since the orchestrator's last round.
+#[derive(Debug, Default)]
+pub struct Load {
+    remote_calls: AtomicU64,
+    remote_busy_ns: AtomicU64,
+    local_calls: AtomicU64,
+    local_busy_ns: AtomicU64,
+    store_ns: Arc<AtomicU64>,
+}
+
+impl Load {
+    /// A remote-state call held an instance for `busy` (its commit included).
+    pub fn remote(&self, busy: Duration) {
+        self.remote_calls.fetch_add(1, Ordering::Relaxed);
+        self.remote_busy_ns
+            .fetch_add(busy.as_nanos() as u64, Ordering::Relaxed);
+    }
+
+    /// A local-state call held its pinned instance for `busy`.
+    pub fn local(&self, busy: Duration) {
+        self.local_calls.fetch_add(1, Ordering::Relaxed);
+        self.local_busy_ns
+            .fetch_add(busy.as_nanos() as u64, Ordering::Relaxed);
+    }
+
+    /// Wraps the remote store so that time spent in it is measured.
+    pub(super) fn timed(&self, store: Arc<dyn StateStore>) -> Arc<dyn StateStore> {
+        Arc::new(Timed {
+            inner: store,
+            ns: self.store_ns.clone(),
+        })
+    }
+
+    fn take(&self) -> [u64; 5] {
+        [
+            self.remote_calls.swap(0, Ordering::Relaxed),
+            self.remote_busy_ns.swap(0, Ordering::Relaxed),
+            self.local_calls.swap(0, Ordering::Relaxed),
+            self.local_busy_ns.swap(0, Ordering::Relaxed),
+            self.store_ns.swap(0, Ordering::Relaxed),
+        ]
+    }
+}
+
+/// The remote store, timed.
+struct Timed {
+    inner: Arc<dyn StateStore>,
+    ns: Arc<AtomicU64>,
+}
+
+impl Timed {
+    async fn time<T>(&self, op: impl Future<Output = T>) -> T {
+        let started = Instant::now();
+        let out = op.await;
+        self.ns
+            .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        out
+    }
+}
+
+#[async_trait::async_trait]
+impl StateStore for Timed {
+    async fn get(&self, session: &str, key: &str) -> Result<Option<Versioned>, StoreError> {
+        self.time(self.inner.get(session, key)).await
+    }
+
+    async fn keys(&self, session: &str) -> Result<Vec<(String, u64)>, StoreError> {
+        self.time(self.inner.keys(session)).await
+    }
+
+    async fn commit(&self, session: &str, commit: &Commit) -> Result<(), StoreError> {
+        self.time(self.inner.commit(session, commit)).await
+    }
+
+    async fn commit_by(
+        &self,
+        session: &str,
+        commit: &Commit,
+        deadline: Instant,
+    ) -> Result<(), StoreError> {
+        self.time(self.inner.commit_by(session, commit, deadline))
+            .await
+    }
+
+    async fn delete_session(&self, session: &str) -> Result<usize, StoreError> {
+        self.inner.delete_session(session).await
+    }
+}
+
+/// The orchestrator's view, as `GET /v1/node` shows it.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct View {
+    /// Rounds run.
+    pub rounds: u64,
+    /// Sessions the last plan made local.
+    pub planned_local: usize,
+    /// Candidates in the last plan (sessions called lately, or local).
+    pub candidates: usize,
+    /// Predicted mean latency of the last plan, milliseconds (null:
+    /// overloaded whatever the split).
+    pub predicted_ms: Option<f64>,
+    /// Measured mean time a remote-state call holds its instance, ms.
+    pub remote_service_ms: f64,
+    /// Of which in the remote store, ms.
+    pub remote_store_ms: f64,
+    /// Measured mean time a local-state call holds its instance, ms
+    /// (estimated from the remote one less its store time until a local
+    /// call was measured).
+    pub local_service_ms: f64,
+    /// Calls per second, all sessions.
+    pub calls_per_sec: f64,
+    /// Sessions promoted and demoted by the orchestrator.
+    pub promoted: u64,
+    /// See `promoted`.
+    pub demoted: u64,
+}
+
+/// The orchestrator's memory between rounds.
+#[derive(Default)]
+pub(super) struct Orchestrator {
+    /// Per session: calls counted at the last round, smoothed call rate.
+    rates: HashMap<String, (u64, f64)>,
+    remote_service: Option<f64>,
+    local_service: Option<f64>,
+    store_share: Option<f64>,
+    other_rate: f64,
+    last: Option<Instant>,
+    view: View,
+}
+
+fn smooth(old: Option<f64>, new: f64) -> f64 {
+    match old {
+        Some(o) => o + SMOOTHING * (new - o),
+        None => new,
+    }
+}
+
+/// Starts the loop; it ends with the sessions.
+pub(super) fn spawn(sessions: Weak<Sessions>, period: Duration, slots: usize) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(s) = sessions.upgrade() else { break };
+            s.orchestrate(slots).await;
+        }
+    });
+}
+
+/// One candidate in a round.
+struct Candidate {
+    session: Arc<Session>,
+    rate: f64,
+    wish: bool,
+    local: bool,
+}
+
+impl Sessions {
+    /// The orchestrator's view (`None` when it is off).
+    pub fn orchestrator(&self) -> Option<View> {
+        self.orchestrator
+            .as_ref()
+            .map(|o| o.lock().unwrap_or_else(|p| p.into_inner()).view.clone())
+    }
+
+    /// One round: measure, plan, move.
+    pub async fn orchestrate(&self, slots: usize) {
+        let Some(state) = &self.orchestrator else {
+            return;
+        };
+        let (candidates, inputs, current) = {
+            let mut o = state.lock().unwrap_or_else(|p| p.into_inner());
+            self.measure(&mut o, slots)
+        };
+        let plan = plan::choose(&inputs, current, MARGIN);
+        let (promoted, demoted) = self.apply(&candidates, plan.local).await;
+        let mut o = state.lock().unwrap_or_else(|p| p.into_inner());
+        let v = &mut o.view;
+        v.rounds += 1;
+        v.planned_local = plan.local;
+        v.candidates = candidates.len();
+        v.predicted_ms = plan.predicted.is_finite().then_some(plan.predicted * 1e3);
+        v.promoted += promoted;
+        v.demoted += demoted;
+        self.metrics.orchestrator_local.set(plan.local as i64);
+        if promoted + demoted > 0 {
+            tracing::info!(
+                planned_local = plan.local,
+                promoted,
+                demoted,
+                predicted_ms = ?v.predicted_ms,
+                "orchestrator moved sessions"
+            );
+        }
+    }
+
+    /// Reads the round's measurements into the plan's inputs; returns the
+    /// candidates in plan order and how many are local now.
+    fn measure(&self, o: &mut Orchestrator, slots: usize) -> (Vec<Candidate>, Inputs, usize) {
+        let now = Instant::now();
+        let span = o
+            .last
+            .map(|t| now.duration_since(t).as_secs_f64())
+            .unwrap_or(0.0);
+        o.last = Some(now);
+        let [remote_calls, remote_ns, local_calls, local_ns, store_ns] = self.load.take();
+        if remote_calls > 0 {
+            let service = remote_ns as f64 / 1e9 / remote_calls as f64;
+            o.remote_service = Some(smooth(o.remote_service, service));
+            let share = (store_ns as f64 / remote_ns.max(1) as f64).min(1.0);
+            o.store_share = Some(smooth(o.store_share, share));
+        }
+        if local_calls > 0 {
+            let service = local_ns as f64 / 1e9 / local_calls as f64;
+            o.local_service = Some(smooth(o.local_service, service));
+        }
+        let mut seen = HashMap::with_capacity(o.rates.len());
+        let mut candidates = Vec::new();
+        let mut session_calls = 0.0;
+        for session in self.all() {
+            let calls = session.invocations();
+            let (before, rate) = o.rates.get(&session.id).copied().unwrap_or((calls, 0.0));
+            let rate = if span > 0.0 {
+                smooth(Some(rate), calls.saturating_sub(before) as f64 / span)
+            } else {
+                rate
+            };
+            seen.insert(session.id.clone(), (calls, rate));
+            // Its record at a glance: a session in a local call holds its
+            // gate, and must still be counted.
+            let shown = session.shown();
+            if shown.moved || (!shown.local && rate < 0.01) {
+                continue;
+            }
+            if !shown.local {
+                session_calls += rate;
+            }
+            candidates.push(Candidate {
+                // An idle session's wish waits until it is called again.
+                wish: shown.wish && rate >= 0.01,
+                session,
+                rate,
+                local: shown.local,
+            });
+        }
+        o.rates = seen;
+        let remote_rate = if span > 0.0 {
+            remote_calls as f64 / span
+        } else {
+            0.0
+        };
+        // Remote-state calls of no candidate (stateless ones, say) use the
+        // same slots.
+        o.other_rate = smooth(Some(o.other_rate), (remote_rate - session_calls).max(0.0));
+        candidates.sort_by(|a, b| {
+            b.wish
+                .cmp(&a.wish)
+                .then(b.rate.total_cmp(&a.rate))
+                .then(b.local.cmp(&a.local))
+        });
+        let remote_service = o.remote_service.unwrap_or(0.0);
+        let local_service = o.local_service.unwrap_or_else(|| {
+            // Until a local call is measured: a remote call without its
+            // remote-store time.
+            remote_service * (1.0 - o.store_share.unwrap_or(0.0))
+        });
+        let v = &mut o.view;
+        v.remote_service_ms = remote_service * 1e3;
+        v.remote_store_ms = remote_service * o.store_share.unwrap_or(0.0) * 1e3;
+        v.local_service_ms = local_service * 1e3;
+        v.calls_per_sec = candidates.iter().map(|c| c.rate).sum::<f64>() + o.other_rate;
+        let current = candidates.iter().filter(|c| c.local).count();
+        let inputs = Inputs {
+            slots,
+            max_local: self.max_local,
+            remote_service,
+            local_service,
+            other_rate: o.other_rate,
+            rates: candidates.iter().map(|c| c.rate).collect(),
+        };
+        (candidates, inputs, current)
+    }
+
+    /// Makes the first `k` candidates local and the others remote, moving
+    /// at most [`MOVES_PER_ROUND`]; returns (promoted, demoted).
+    async fn apply(&self, candidates: &[Candidate], k: usize) -> (u64, u64) {
+        let (wanted, rest) = candidates.split_at(k.min(candidates.len()));
+        // Best first.
+        let ins: Vec<&Candidate> = wanted.iter().filter(|c| !c.local).collect();
+        // Least called first.
+        let outs: Vec<&Candidate> = rest.iter().filter(|c| c.local).rev().collect();
+        // What the plan adds or removes goes through; where one session
+        // would take another's place, it does so only when clearly busier.
+        let pairs = ins.len().min(outs.len());
+        let (grow, shrink) = (ins.len() - pairs, outs.len() - pairs);
+        let swaps = (0..pairs)
+            .take_while(|&i| {
+                let (incoming, outgoing) = (ins[grow + i], outs[shrink + i]);
+                incoming.wish && !outgoing.wish
+                    || incoming.rate > SWAP_FACTOR * outgoing.rate.max(0.01)
+            })
+            .count();
+        let ins = &ins[..grow + swaps];
+        let outs = &outs[..shrink + swaps];
+        // Out first, their places going to the ones coming in; the moves of
+        // a batch run at once.
+        let outs = outs.iter().take(MOVES_PER_ROUND);
+        let demoted = join_all(outs.map(|c| self.move_by_policy(&c.session, SessionMode::Remote)))
+            .await
+            .into_iter()
+            .filter(|&moved| moved)
+            .count() as u64;
+        let ins = ins.iter().take(MOVES_PER_ROUND - demoted as usize);
+        let promoted = join_all(ins.map(|c| self.move_by_policy(&c.session, SessionMode::Local)))
+            .await
+            .into_iter()
+            .filter(|&moved| moved)
+            .count() as u64;
+        self.metrics.promotions.inc_by(promoted);
+        self.metrics.demotions.inc_by(demoted);
+        (promoted, demoted)
+    }
+
+    /// Moves a session the orchestrator chose, if it is not in a call; its
+    /// client's or guest's wish stays what it was. True if it moved.
+    async fn move_by_policy(&self, session: &Session, to: SessionMode) -> bool {
+        // Calls queue behind the move (the gate is fair); one that does not
+        // finish soon keeps the session where it is this round.
+        let Ok(mut inner) = session.write_by(Instant::now() + GATE_WAIT).await else {
+            return false;
+        };
+        if inner.record.moved_to.is_some() || inner.record.mode == to {
+            return false;
+        }
+        let wish = inner.record.desired;
+        let moved = match self
+            .transition(session, &mut inner, to, Trigger::Policy)
+            .await
+        {
+            Ok(outcome) => outcome.mode == to && outcome.reason.is_none(),
+            Err(e) => {
+                tracing::debug!(session = %session.id, error = %e, "orchestrator could not move a session");
+                false
+            }
+        };
+        if inner.record.desired != wish {
+            inner.record.desired = wish;
+            if let Err(e) = self.save(&session.id, &inner.record).await {
+                tracing::warn!(session = %session.id, error = %e, "could not record a session's wish");
+            }
+        }
+        moved
+    }
+}

@@ -1,0 +1,242 @@
+//! The orchestrator's model: how many sessions should be local, from what
+//! the node measured.
+//!
+//! The paper's first scenario (local/remote-phases, section III) as a
+//! queueing model with measured inputs. A local session keeps one instance
+//! slot for itself and serves its calls one at a time (an M/M/1 queue with
+//! the local service time); every other call shares the slots left (an
+//! M/M/c queue with the remote service time, which includes moving the
+//! state to and from the remote store). Making a session local saves its
+//! calls the remote-store cost but takes a slot from everyone else. The
+//! plan is the number of local sessions that minimises the predicted mean
+//! latency over all calls, the sessions being the busiest ones (those whose
+//! client or guest asked for local-state first).
+
+/// What the plan is made from.
+#[derive(Debug, Clone, Default)]
+pub struct Inputs {
+    /// Instance slots on the node.
+    pub slots: usize,
+    /// Local places (`--max-local-sessions`).
+    pub max_local: usize,
+    /// Mean time a remote-state call holds its instance, seconds.
+    pub remote_service: f64,
+    /// Mean time a local-state call holds its instance, seconds.
+    pub local_service: f64,
+    /// Calls per second of calls that belong to no candidate session
+    /// (stateless calls, sessions this node does not own).
+    pub other_rate: f64,
+    /// The candidates' call rates, in the order they would be made local.
+    pub rates: Vec<f64>,
+}
+
+/// The plan: how many of the candidates should be local.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Plan {
+    /// The first `local` candidates should be local.
+    pub local: usize,
+    /// The predicted mean latency then, seconds (infinite: overloaded
+    /// whatever is chosen).
+    pub predicted: f64,
+}
+
+/// The predicted mean latency with the first `k` candidates local, seconds;
+/// infinite when a queue would grow without bound.
+pub fn mean_latency(inputs: &Inputs, k: usize) -> f64 {
+    let total: f64 = inputs.rates.iter().sum::<f64>() + inputs.other_rate;
+    if total <= 0.0 {
+        return 0.0;
+    }
+    let k = k.min(inputs.rates.len());
+    let mut weighted = 0.0;
+    for &rate in &inputs.rates[..k] {
+        let busy = rate * inputs.local_service;
+        if busy >= 1.0 {
+            return f64::INFINITY;
+        }
+        weighted += rate * inputs.local_service / (1.0 - busy);
+    }
+    let remote_rate: f64 = inputs.rates[k..].iter().sum::<f64>() + inputs.other_rate;
+    if remote_rate > 0.0 {
+        let servers = inputs.slots.saturating_sub(k);
+        match queue_wait(servers, remote_rate, inputs.remote_service) {
+            Some(wait) => weighted += remote_rate * (inputs.remote_service + wait),
+            None => return f64::INFINITY,
+        }
+    }
+    weighted / total
+}
+
+/// Calls per second the node could not keep up with, with the first `k`
+/// candidates local: how fast its queues would grow (0 when stable).
+pub fn backlog(inputs: &Inputs, k: usize) -> f64 {
+    let k = k.min(inputs.rates.len());
+    let over = |rate: f64, servers: usize, service: f64| {
+        if service <= 0.0 {
+            return 0.0;
+        }
+        (rate - servers as f64 / service).max(0.0)
+    };
+    let local: f64 = inputs.rates[..k]
+        .iter()
+        .map(|&r| over(r, 1, inputs.local_service))
+        .sum();
+    let remote_rate: f64 = inputs.rates[k..].iter().sum::<f64>() + inputs.other_rate;
+    let servers = inputs.slots.saturating_sub(k);
+    local + over(remote_rate, servers, inputs.remote_service)
+}
+
+/// Picks the number of local sessions with the lowest predicted latency;
+/// when every choice overloads the node, the one that leaves the fewest
+/// calls a second unserved.
+/// `current` is kept unless another choice is better by more than `margin`
+/// (a fraction): measurements are noisy and every move costs a state
+/// transfer.
+pub fn choose(inputs: &Inputs, current: usize, margin: f64) -> Plan {
+    // A session is never made local on its own slot if that leaves no slot
+    // for anything else.
+    let most = inputs
+        .max_local
+        .min(inputs.rates.len())
+        .min(inputs.slots.saturating_sub(1));
+    // Stable choices by latency, then unstable ones by how overloaded.
+    let score = |k: usize| {
+        let latency = mean_latency(inputs, k);
+        if latency.is_finite() {
+            (0, latency)
+        } else {
+            (1, backlog(inputs, k))
+        }
+    };
+    let mut best = (0, score(0));
+    for k in 1..=most {
+        let s = score(k);
+        if s.0 < best.1.0 || (s.0 == best.1.0 && s.1 < best.1.1) {
+            best = (k, s);
+        }
+    }
+    let current = current.min(most);
+    let now = score(current);
+    let local = if now.0 == best.1.0 && now.1 <= best.1.1 * (1.0 + margin) {
+        current
+    } else {
+        best.0
+    };
+    Plan {
+        local,
+        predicted: mean_latency(inputs, local),
+    }
+}
+
+/// Mean time a call waits for one of `servers` slots (M/M/c, Erlang C):
+/// `None` when the slots cannot keep up.
+pub fn queue_wait(servers: usize, arrival: f64, service: f64) -> Option<f64> {
+    let offered = arrival * service;
+    if servers == 0 || offered >= servers as f64 {
+        return None;
+    }
+    // Erlang B by its recursion (stable for any number of servers), then C.
+    let mut blocking = 1.0;
+    for n in 1..=servers {
+        blocking = offered * blocking / (n as f64 + offered * blocking);
+    }
+    let load = offered / servers as f64;
+    let waits = blocking / (1.0 - load * (1.0 - blocking));
+    Some(waits * service / (servers as f64 - offered))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() <= 1e-9 * b.abs().max(1.0)
+    }
+
+    #[test]
+    fn one_server_is_mm1() {
+        // M/M/1: Wq = rho * S / (1 - rho).
+        let w = queue_wait(1, 0.5, 1.0).unwrap();
+        assert!(close(w, 1.0), "{w}");
+        assert_eq!(queue_wait(1, 1.0, 1.0), None);
+        assert_eq!(queue_wait(0, 0.1, 1.0), None);
+    }
+
+    #[test]
+    fn two_servers_match_the_closed_form() {
+        // M/M/2 with a = 1: P(wait) = 1/3, Wq = P * S / (c - a) = 1/3.
+        let w = queue_wait(2, 1.0, 1.0).unwrap();
+        assert!(close(w, 1.0 / 3.0), "{w}");
+    }
+
+    /// The paper's scenario, in its units: local calls take 1 s, remote
+    /// ones 3 s, 40 containers, 4.5 calls a minute per client.
+    fn paper(clients: usize) -> Inputs {
+        Inputs {
+            slots: 40,
+            max_local: 40,
+            remote_service: 3.0,
+            local_service: 1.0,
+            other_rate: 0.0,
+            rates: vec![4.5 / 60.0; clients],
+        }
+    }
+
+    #[test]
+    fn the_best_split_is_inside_and_shifts_with_the_population() {
+        // Fig. 3: latency falls as sessions go local, reaches a minimum, then
+        // rises sharply as the shared slots run out.
+        let few = choose(&paper(60), 0, 0.0);
+        let many = choose(&paper(100), 0, 0.0);
+        for (clients, plan) in [(60, few), (100, many)] {
+            let inputs = paper(clients);
+            assert!(plan.local > 0 && plan.local < 40, "{clients}: {plan:?}");
+            assert!(plan.predicted < mean_latency(&inputs, 0));
+            assert!(plan.predicted <= mean_latency(&inputs, plan.local + 1));
+            assert!(plan.predicted <= mean_latency(&inputs, plan.local - 1));
+        }
+        // 100 clients cannot all be served remote on 40 slots (100 * 0.075 *
+        // 3 = 22.5 busy), nor can too many be local.
+        assert!(mean_latency(&paper(100), 0).is_finite());
+        assert!(mean_latency(&paper(100), 39).is_infinite());
+        assert_ne!(few.local, many.local);
+    }
+
+    #[test]
+    fn overloaded_whatever_it_does_it_overloads_least() {
+        // Each session alone keeps 1.3 slots busy remote-state: the pool
+        // cannot keep up however many are local, but each made local frees
+        // more than the slot it takes.
+        let inputs = Inputs {
+            slots: 4,
+            max_local: 10,
+            remote_service: 0.052,
+            local_service: 0.0015,
+            other_rate: 0.0,
+            rates: vec![25.0; 4],
+        };
+        assert!((0..4).all(|k| mean_latency(&inputs, k).is_infinite()));
+        assert!(backlog(&inputs, 3) < backlog(&inputs, 0));
+        let plan = choose(&inputs, 0, 0.05);
+        assert_eq!(plan.local, 3, "{plan:?}");
+        assert!(plan.predicted.is_infinite());
+    }
+
+    #[test]
+    fn a_margin_keeps_a_good_enough_split() {
+        let inputs = paper(60);
+        let best = choose(&inputs, 0, 0.0);
+        let near = best.local - 1;
+        let kept = choose(&inputs, near, 0.5);
+        assert_eq!(kept.local, near);
+        // Without the margin the better split wins.
+        assert_eq!(choose(&inputs, near, 0.0).local, best.local);
+    }
+
+    #[test]
+    fn nothing_to_decide_without_calls() {
+        let plan = choose(&Inputs::default(), 0, 0.0);
+        assert_eq!(plan.local, 0);
+        assert_eq!(plan.predicted, 0.0);
+    }
+}
