@@ -157,7 +157,7 @@ pub fn bar_chart(
         .draw()?;
     let width = 0.8 / series.len().max(1) as f64;
     for (k, s) in series.iter().enumerate() {
-        let color = Palette99::pick(k).to_rgba();
+        let color = colour(k);
         let bars = s.values.iter().enumerate().map(move |(i, v)| {
             let x0 = i as f64 + 0.1 + k as f64 * width;
             Rectangle::new([(x0, 0.0), (x0 + width * 0.9, *v)], color.filled())
@@ -210,7 +210,7 @@ pub fn loglog_chart(
         .y_desc(y_label)
         .draw()?;
     for (k, s) in series.iter().enumerate() {
-        let color = Palette99::pick(k).to_rgba();
+        let color = colour(k);
         let points: Vec<(f64, f64)> = xs
             .iter()
             .copied()
@@ -232,6 +232,91 @@ pub fn loglog_chart(
         .background_style(WHITE.mix(0.8))
         .border_style(BLACK)
         .position(SeriesLabelPosition::UpperRight)
+        .draw()?;
+    root.present()
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+/// Colour-blind-safe colours (Okabe and Ito), then plotters' palette.
+fn colour(k: usize) -> RGBAColor {
+    const SAFE: [(u8, u8, u8); 7] = [
+        (0, 114, 178),
+        (213, 94, 0),
+        (0, 158, 115),
+        (204, 121, 167),
+        (230, 159, 0),
+        (86, 180, 233),
+        (0, 0, 0),
+    ];
+    match SAFE.get(k) {
+        Some(&(r, g, b)) => RGBColor(r, g, b).to_rgba(),
+        None => Palette99::pick(k).to_rgba(),
+    }
+}
+
+/// Lines on linear axes, one per series, points at `xs`. The y axis is
+/// fitted to the finite values up to five times the smallest, so that a
+/// curve rising without bound does not flatten the others; points above are
+/// left out (and infinite ones always).
+pub fn line_chart(
+    path: &Path,
+    title: &str,
+    (x_label, y_label): (&str, &str),
+    xs: &[f64],
+    series: &[Series<'_>],
+) -> Result<()> {
+    let finite: Vec<f64> = series
+        .iter()
+        .flat_map(|s| s.values.iter().copied())
+        .filter(|v| v.is_finite())
+        .collect();
+    let y_lo = finite.iter().copied().fold(f64::INFINITY, f64::min);
+    let y_hi = finite.iter().copied().fold(0.0f64, f64::max);
+    let (y_lo, y_hi) = if finite.is_empty() {
+        (0.0, 1.0)
+    } else {
+        let hi = y_hi.min(y_lo.max(1e-9) * 5.0);
+        ((y_lo * 0.9).max(0.0), hi * 1.05)
+    };
+    let x_lo = xs.iter().copied().fold(f64::INFINITY, f64::min).min(0.0);
+    let x_hi = xs.iter().copied().fold(0.0f64, f64::max).max(x_lo + 1.0);
+    let root = SVGBackend::new(path, (960, 540)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 22))
+        .margin(16)
+        .x_label_area_size(50)
+        .y_label_area_size(80)
+        .build_cartesian_2d(x_lo..x_hi, y_lo..y_hi)?;
+    chart
+        .configure_mesh()
+        .x_desc(x_label)
+        .y_desc(y_label)
+        .draw()?;
+    for (k, s) in series.iter().enumerate() {
+        let color = colour(k);
+        let points: Vec<(f64, f64)> = xs
+            .iter()
+            .copied()
+            .zip(s.values.iter().copied())
+            .filter(|(_, y)| y.is_finite() && *y <= y_hi)
+            .collect();
+        chart
+            .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))?
+            .label(s.label)
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], color.stroke_width(2)));
+        chart.draw_series(
+            points
+                .into_iter()
+                .map(move |p| Circle::new(p, 3, color.filled())),
+        )?;
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::UpperLeft)
         .draw()?;
     root.present()
         .with_context(|| format!("writing {}", path.display()))?;
@@ -288,6 +373,18 @@ mod tests {
             }],
         )
         .unwrap();
+        let linear = dir.path().join("linear.svg");
+        line_chart(
+            &linear,
+            "t",
+            ("x", "y"),
+            &[0.0, 5.0, 10.0],
+            &[Series {
+                label: "m",
+                values: vec![3.0, 2.0, f64::INFINITY],
+            }],
+        )
+        .unwrap();
         let lines = dir.path().join("lines.svg");
         loglog_chart(
             &lines,
@@ -300,7 +397,7 @@ mod tests {
             }],
         )
         .unwrap();
-        for p in [bars, lines] {
+        for p in [bars, linear, lines] {
             let svg = std::fs::read_to_string(p).unwrap();
             assert!(svg.starts_with("<svg") && svg.contains("</svg>"));
         }

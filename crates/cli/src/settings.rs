@@ -384,6 +384,7 @@ mod tests {
         let layer: Layer = toml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
         assert_eq!(layer.profile, Some(Profile::Pi));
         assert_eq!(layer.remote_store, Some(RemoteStore::Local));
+        assert_eq!(layer.orchestrate_ms, Some(1000));
         let e = toml::from_str::<Layer>("max-instancez = 3").unwrap_err();
         assert!(e.to_string().contains("max-instancez"), "{e}");
         let e = toml::from_str::<Layer>("remote-store = \"ftp://x\"").unwrap_err();

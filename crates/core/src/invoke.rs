@@ -301,6 +301,20 @@ impl Node {
                     let mut reason = None;
                     if want == SessionMode::Local {
                         let mut inner = session.write_by(deadline).await?;
+                        // A wish read before the gate was let go may be
+                        // gone: the client may have asked for remote-state
+                        // meanwhile, and its word is the later one.
+                        let wished = trigger == Trigger::Guest
+                            || hot
+                            || inner.record.desired == SessionMode::Local;
+                        if !wished {
+                            return Ok(Served {
+                                output,
+                                start: StartKind::Cold,
+                                mode: SessionMode::Remote,
+                                reason: None,
+                            });
+                        }
                         reason = match self
                             .sessions
                             .transition(session, &mut inner, want, trigger)
@@ -399,6 +413,7 @@ impl Node {
         deadline: Instant,
         store: Arc<dyn edge_host_api::StateStore>,
     ) -> Result<(Vec<u8>, Option<Mode>), InvokeError> {
+        self.sessions.load.remote_call();
         for attempt in 0..MAX_ATTEMPTS {
             let slot = self.acquire_slot(deadline).await?;
             let began = Instant::now();
@@ -425,11 +440,14 @@ impl Node {
             );
             let (output, requested, commit) =
                 self.scheduled(function, &placement, deadline, call).await?;
+            // The instance (and its slot) is gone once the call returned.
+            let held = began.elapsed();
             let output = self.judged(function, output)?;
             let committed = store.commit_by(session, &commit, deadline).await;
-            // What the orchestrator weighs: the instance's time and the
-            // remote store's, queueing for the slot left out.
-            self.sessions.load.remote(began.elapsed());
+            // What the orchestrator weighs, queueing for the slot left out.
+            self.sessions
+                .load
+                .remote_attempt(held, began.elapsed() - held);
             match committed {
                 Ok(()) => return Ok((output, requested)),
                 Err(StoreError::Conflict { key }) => {

@@ -31,11 +31,17 @@ pub const MARGIN: f64 = 0.05;
 /// Sessions moved in one round, at most: each move costs a state transfer.
 pub const MOVES_PER_ROUND: usize = 8;
 /// A remote session replaces a local one only when called this much more
-/// often (so that two sessions called alike do not swap back and forth).
+/// often, and more often by three standard deviations of the rates' noise
+/// (so that two sessions called alike do not swap back and forth).
 const SWAP_FACTOR: f64 = 1.5;
+/// Call rates are averaged over about this long (an exponential moving
+/// average with this time constant).
+const RATE_WINDOW: Duration = Duration::from_secs(5);
 /// How long a move waits for the calls in flight on its session.
 const GATE_WAIT: Duration = Duration::from_millis(250);
-/// Weight of the newest round in the smoothed measurements.
+/// Rounds in a row a plan that turns back must hold before it is followed.
+const REVERSAL_ROUNDS: u32 = 4;
+/// Weight of the newest round in the smoothed service times.
 const SMOOTHING: f64 = 0.5;
 
 /// What calls measured since the orchestrator's last round.
@@ -43,22 +49,41 @@ const SMOOTHING: f64 = 0.5;
 pub struct Load {
     remote_calls: AtomicU64,
     remote_busy_ns: AtomicU64,
+    /// Sum of squared attempt times, µs² (for their variability).
+    remote_busy_sq: AtomicU64,
+    remote_attempts: AtomicU64,
+    remote_after_ns: AtomicU64,
     local_calls: AtomicU64,
     local_busy_ns: AtomicU64,
+    local_busy_sq: AtomicU64,
     store_ns: Arc<AtomicU64>,
 }
 
 impl Load {
-    /// A remote-state call held an instance for `busy` (its commit included).
-    pub fn remote(&self, busy: Duration) {
+    /// A remote-state call starts (its attempts are counted by
+    /// [`Load::remote_attempt`]: a call re-run after a conflict holds
+    /// instances longer, it is not two calls).
+    pub fn remote_call(&self) {
         self.remote_calls.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// An attempt of a remote-state call held an instance for `busy`, then
+    /// took `after` more (its commit) without it.
+    pub fn remote_attempt(&self, busy: Duration, after: Duration) {
+        self.remote_attempts.fetch_add(1, Ordering::Relaxed);
+        self.remote_busy_sq
+            .fetch_add(squared_us(busy), Ordering::Relaxed);
         self.remote_busy_ns
             .fetch_add(busy.as_nanos() as u64, Ordering::Relaxed);
+        self.remote_after_ns
+            .fetch_add(after.as_nanos() as u64, Ordering::Relaxed);
     }
 
     /// A local-state call held its pinned instance for `busy`.
     pub fn local(&self, busy: Duration) {
         self.local_calls.fetch_add(1, Ordering::Relaxed);
+        self.local_busy_sq
+            .fetch_add(squared_us(busy), Ordering::Relaxed);
         self.local_busy_ns
             .fetch_add(busy.as_nanos() as u64, Ordering::Relaxed);
     }
@@ -71,15 +96,36 @@ impl Load {
         })
     }
 
-    fn take(&self) -> [u64; 5] {
+    fn take(&self) -> [u64; 9] {
         [
             self.remote_calls.swap(0, Ordering::Relaxed),
             self.remote_busy_ns.swap(0, Ordering::Relaxed),
+            self.remote_after_ns.swap(0, Ordering::Relaxed),
+            self.remote_attempts.swap(0, Ordering::Relaxed),
+            self.remote_busy_sq.swap(0, Ordering::Relaxed),
             self.local_calls.swap(0, Ordering::Relaxed),
             self.local_busy_ns.swap(0, Ordering::Relaxed),
+            self.local_busy_sq.swap(0, Ordering::Relaxed),
             self.store_ns.swap(0, Ordering::Relaxed),
         ]
     }
+}
+
+/// A duration squared, in µs² (saturating: a call lasts at most minutes).
+fn squared_us(d: Duration) -> u64 {
+    let us = d.as_micros().min(u128::from(u32::MAX)) as u64;
+    us.saturating_mul(us)
+}
+
+/// Squared coefficient of variation from `n` samples' sum (ns) and sum of
+/// squares (µs²); 1 (exponential) without enough samples.
+fn scv(n: u64, sum_ns: u64, sum_sq_us: u64) -> f64 {
+    if n < 2 || sum_ns == 0 {
+        return 1.0;
+    }
+    let mean = sum_ns as f64 / 1e3 / n as f64;
+    let var = (sum_sq_us as f64 / n as f64 - mean * mean).max(0.0);
+    var / (mean * mean)
 }
 
 /// The remote store, timed.
@@ -141,12 +187,20 @@ pub struct View {
     pub predicted_ms: Option<f64>,
     /// Measured mean time a remote-state call holds its instance, ms.
     pub remote_service_ms: f64,
+    /// Measured mean time a remote-state call takes after it let its
+    /// instance go (its commit), ms.
+    pub remote_after_ms: f64,
     /// Of which in the remote store, ms.
     pub remote_store_ms: f64,
     /// Measured mean time a local-state call holds its instance, ms
     /// (estimated from the remote one less its store time until a local
     /// call was measured).
     pub local_service_ms: f64,
+    /// Variability of the remote and local service times (variance /
+    /// mean²: 1 for exponential times, 0 for constant ones).
+    pub remote_scv: f64,
+    /// See `remote_scv`.
+    pub local_scv: f64,
     /// Calls per second, all sessions.
     pub calls_per_sec: f64,
     /// Sessions promoted and demoted by the orchestrator.
@@ -161,16 +215,30 @@ pub(super) struct Orchestrator {
     /// Per session: calls counted at the last round, smoothed call rate.
     rates: HashMap<String, (u64, f64)>,
     remote_service: Option<f64>,
+    remote_after: Option<f64>,
     local_service: Option<f64>,
+    remote_scv: Option<f64>,
+    local_scv: Option<f64>,
     store_share: Option<f64>,
     other_rate: f64,
+    /// Calls per second lately of the remote and of the local candidates.
+    remote_level: Option<f64>,
+    local_level: Option<f64>,
     last: Option<Instant>,
     view: View,
+    /// Whether the last change of the split grew it (1) or shrank it (-1).
+    last_direction: i8,
+    /// Rounds in a row the plan has wanted to turn back.
+    reversal_rounds: u32,
 }
 
 fn smooth(old: Option<f64>, new: f64) -> f64 {
+    smooth_by(old, new, SMOOTHING)
+}
+
+fn smooth_by(old: Option<f64>, new: f64, weight: f64) -> f64 {
     match old {
-        Some(o) => o + SMOOTHING * (new - o),
+        Some(o) => o + weight * (new - o),
         None => new,
     }
 }
@@ -213,9 +281,28 @@ impl Sessions {
             let mut o = state.lock().unwrap_or_else(|p| p.into_inner());
             self.measure(&mut o, slots)
         };
-        let plan = plan::choose(&inputs, current, MARGIN);
+        let mut plan = plan::choose(&inputs, current, MARGIN);
+        // A plan that turns back (fewer local sessions right after more, or
+        // the reverse) must hold for a few rounds first: the moves change
+        // what is measured, and the split would otherwise swing.
+        let direction = (plan.local as i64 - current as i64).signum() as i8;
+        {
+            let mut o = state.lock().unwrap_or_else(|p| p.into_inner());
+            if direction != 0 && direction == -o.last_direction {
+                o.reversal_rounds += 1;
+                if o.reversal_rounds < REVERSAL_ROUNDS {
+                    plan.local = current;
+                }
+            } else {
+                o.reversal_rounds = 0;
+            }
+        }
         let (promoted, demoted) = self.apply(&candidates, plan.local).await;
         let mut o = state.lock().unwrap_or_else(|p| p.into_inner());
+        if plan.local != current {
+            o.last_direction = direction;
+            o.reversal_rounds = 0;
+        }
         let v = &mut o.view;
         v.rounds += 1;
         v.planned_local = plan.local;
@@ -244,11 +331,30 @@ impl Sessions {
             .map(|t| now.duration_since(t).as_secs_f64())
             .unwrap_or(0.0);
         o.last = Some(now);
-        let [remote_calls, remote_ns, local_calls, local_ns, store_ns] = self.load.take();
+        let [
+            remote_calls,
+            remote_ns,
+            after_ns,
+            attempts,
+            remote_sq,
+            local_calls,
+            local_ns,
+            local_sq,
+            store_ns,
+        ] = self.load.take();
+        if attempts >= 2 {
+            o.remote_scv = Some(smooth(o.remote_scv, scv(attempts, remote_ns, remote_sq)));
+        }
+        if local_calls >= 2 {
+            o.local_scv = Some(smooth(o.local_scv, scv(local_calls, local_ns, local_sq)));
+        }
         if remote_calls > 0 {
             let service = remote_ns as f64 / 1e9 / remote_calls as f64;
             o.remote_service = Some(smooth(o.remote_service, service));
-            let share = (store_ns as f64 / remote_ns.max(1) as f64).min(1.0);
+            let after = after_ns as f64 / 1e9 / remote_calls as f64;
+            o.remote_after = Some(smooth(o.remote_after, after));
+            // The store's share of a remote call's whole time.
+            let share = (store_ns as f64 / (remote_ns + after_ns).max(1) as f64).min(1.0);
             o.store_share = Some(smooth(o.store_share, share));
         }
         if local_calls > 0 {
@@ -257,15 +363,23 @@ impl Sessions {
         }
         let mut seen = HashMap::with_capacity(o.rates.len());
         let mut candidates = Vec::new();
-        let mut session_calls = 0.0;
+        // This round's calls per second, of the remote and the local
+        // candidates: what the smoothed rates are scaled to below.
+        let (mut now_remote, mut now_local) = (0.0, 0.0);
         for session in self.all() {
             let calls = session.invocations();
-            let (before, rate) = o.rates.get(&session.id).copied().unwrap_or((calls, 0.0));
-            let rate = if span > 0.0 {
-                smooth(Some(rate), calls.saturating_sub(before) as f64 / span)
+            // A session seen for the first time was opened since the last
+            // round (or the loop just started): its calls so far are its
+            // first measurement.
+            let known = o.rates.get(&session.id).copied();
+            let before = known.map_or(0, |(c, _)| c);
+            let now = if span > 0.0 {
+                calls.saturating_sub(before) as f64 / span
             } else {
-                rate
+                0.0
             };
+            let weight = (span / RATE_WINDOW.as_secs_f64()).min(1.0);
+            let rate = smooth_by(known.map(|(_, r)| r), now, weight);
             seen.insert(session.id.clone(), (calls, rate));
             // Its record at a glance: a session in a local call holds its
             // gate, and must still be counted.
@@ -273,8 +387,10 @@ impl Sessions {
             if shown.moved || (!shown.local && rate < 0.01) {
                 continue;
             }
-            if !shown.local {
-                session_calls += rate;
+            if shown.local {
+                now_local += now;
+            } else {
+                now_remote += now;
             }
             candidates.push(Candidate {
                 // An idle session's wish waits until it is called again.
@@ -292,32 +408,64 @@ impl Sessions {
         };
         // Remote-state calls of no candidate (stateless ones, say) use the
         // same slots.
-        o.other_rate = smooth(Some(o.other_rate), (remote_rate - session_calls).max(0.0));
+        o.other_rate = smooth(Some(o.other_rate), (remote_rate - now_remote).max(0.0));
+        o.remote_level = Some(smooth(o.remote_level, now_remote));
+        o.local_level = Some(smooth(o.local_level, now_local));
         candidates.sort_by(|a, b| {
             b.wish
                 .cmp(&a.wish)
                 .then(b.rate.total_cmp(&a.rate))
                 .then(b.local.cmp(&a.local))
         });
+        // The smoothed rates rank the sessions; the load the model sees is
+        // the one measured lately, so that a session that stopped is not
+        // counted for the seconds its average takes to fall.
+        let sum_of = |local: bool| -> f64 {
+            candidates
+                .iter()
+                .filter(|c| c.local == local)
+                .map(|c| c.rate)
+                .sum()
+        };
+        let factor = |level: Option<f64>, sum: f64| match level {
+            Some(l) if sum > 0.0 => l / sum,
+            _ => 1.0,
+        };
+        let (f_local, f_remote) = (
+            factor(o.local_level, sum_of(true)),
+            factor(o.remote_level, sum_of(false)),
+        );
         let remote_service = o.remote_service.unwrap_or(0.0);
+        let remote_after = o.remote_after.unwrap_or(0.0);
+        let remote_store = (remote_service + remote_after) * o.store_share.unwrap_or(0.0);
         let local_service = o.local_service.unwrap_or_else(|| {
             // Until a local call is measured: a remote call without its
             // remote-store time.
-            remote_service * (1.0 - o.store_share.unwrap_or(0.0))
+            (remote_service + remote_after - remote_store).max(0.0)
         });
         let v = &mut o.view;
         v.remote_service_ms = remote_service * 1e3;
-        v.remote_store_ms = remote_service * o.store_share.unwrap_or(0.0) * 1e3;
+        v.remote_after_ms = remote_after * 1e3;
+        v.remote_store_ms = remote_store * 1e3;
         v.local_service_ms = local_service * 1e3;
-        v.calls_per_sec = candidates.iter().map(|c| c.rate).sum::<f64>() + o.other_rate;
+        v.remote_scv = o.remote_scv.unwrap_or(1.0);
+        v.local_scv = o.local_scv.unwrap_or(1.0);
+        v.calls_per_sec =
+            o.remote_level.unwrap_or(0.0) + o.local_level.unwrap_or(0.0) + o.other_rate;
         let current = candidates.iter().filter(|c| c.local).count();
         let inputs = Inputs {
             slots,
             max_local: self.max_local,
             remote_service,
+            remote_after,
             local_service,
+            remote_scv: o.remote_scv.unwrap_or(1.0),
+            local_scv: o.local_scv.unwrap_or(1.0),
             other_rate: o.other_rate,
-            rates: candidates.iter().map(|c| c.rate).collect(),
+            rates: candidates
+                .iter()
+                .map(|c| c.rate * if c.local { f_local } else { f_remote })
+                .collect(),
         };
         (candidates, inputs, current)
     }
@@ -337,8 +485,10 @@ impl Sessions {
         let swaps = (0..pairs)
             .take_while(|&i| {
                 let (incoming, outgoing) = (ins[grow + i], outs[shrink + i]);
+                let noise = ((incoming.rate + outgoing.rate) / RATE_WINDOW.as_secs_f64()).sqrt();
                 incoming.wish && !outgoing.wish
                     || incoming.rate > SWAP_FACTOR * outgoing.rate.max(0.01)
+                        && incoming.rate - outgoing.rate > 3.0 * noise
             })
             .count();
         let ins = &ins[..grow + swaps];

@@ -6,7 +6,9 @@
 //! slot for itself and serves its calls one at a time (an M/M/1 queue with
 //! the local service time); every other call shares the slots left (an
 //! M/M/c queue with the remote service time, which includes moving the
-//! state to and from the remote store). Making a session local saves its
+//! state to and from the remote store). Service times are not assumed
+//! exponential: their measured variability scales the waits (Allen–Cunneen's
+//! M/G/c approximation, exact for M/G/1). Making a session local saves its
 //! calls the remote-store cost but takes a slot from everyone else. The
 //! plan is the number of local sessions that minimises the predicted mean
 //! latency over all calls, the sessions being the busiest ones (those whose
@@ -21,8 +23,16 @@ pub struct Inputs {
     pub max_local: usize,
     /// Mean time a remote-state call holds its instance, seconds.
     pub remote_service: f64,
+    /// Mean time a remote-state call takes after it let its instance go
+    /// (its commit to the remote store), seconds.
+    pub remote_after: f64,
     /// Mean time a local-state call holds its instance, seconds.
     pub local_service: f64,
+    /// Squared coefficients of variation (variance / mean²) of the remote
+    /// and the local service times: 1 for exponential ones, 0 for constant.
+    pub remote_scv: f64,
+    /// See `remote_scv`.
+    pub local_scv: f64,
     /// Calls per second of calls that belong to no candidate session
     /// (stateless calls, sessions this node does not own).
     pub other_rate: f64,
@@ -54,13 +64,18 @@ pub fn mean_latency(inputs: &Inputs, k: usize) -> f64 {
         if busy >= 1.0 {
             return f64::INFINITY;
         }
-        weighted += rate * inputs.local_service / (1.0 - busy);
+        // M/G/1 (Pollaczek–Khinchine).
+        let wait = busy * inputs.local_service * (1.0 + inputs.local_scv) / (2.0 * (1.0 - busy));
+        weighted += rate * (inputs.local_service + wait);
     }
     let remote_rate: f64 = inputs.rates[k..].iter().sum::<f64>() + inputs.other_rate;
     if remote_rate > 0.0 {
         let servers = inputs.slots.saturating_sub(k);
         match queue_wait(servers, remote_rate, inputs.remote_service) {
-            Some(wait) => weighted += remote_rate * (inputs.remote_service + wait),
+            Some(wait) => {
+                let wait = wait * (1.0 + inputs.remote_scv) / 2.0;
+                weighted += remote_rate * (inputs.remote_service + inputs.remote_after + wait)
+            }
             None => return f64::INFINITY,
         }
     }
@@ -176,7 +191,10 @@ mod tests {
             slots: 40,
             max_local: 40,
             remote_service: 3.0,
+            remote_after: 0.0,
             local_service: 1.0,
+            remote_scv: 1.0,
+            local_scv: 1.0,
             other_rate: 0.0,
             rates: vec![4.5 / 60.0; clients],
         }
@@ -211,7 +229,10 @@ mod tests {
             slots: 4,
             max_local: 10,
             remote_service: 0.052,
+            remote_after: 0.0,
             local_service: 0.0015,
+            remote_scv: 1.0,
+            local_scv: 1.0,
             other_rate: 0.0,
             rates: vec![25.0; 4],
         };
@@ -220,6 +241,21 @@ mod tests {
         let plan = choose(&inputs, 0, 0.05);
         assert_eq!(plan.local, 3, "{plan:?}");
         assert!(plan.predicted.is_infinite());
+    }
+
+    #[test]
+    fn steadier_service_times_wait_less() {
+        let exponential = paper(100);
+        let constant = Inputs {
+            remote_scv: 0.0,
+            local_scv: 0.0,
+            ..paper(100)
+        };
+        let k = choose(&exponential, 0, 0.0).local;
+        assert!(mean_latency(&constant, k) < mean_latency(&exponential, k));
+        // Less waiting makes room for more local sessions before the shared
+        // slots run out.
+        assert!(choose(&constant, 0, 0.0).local >= k);
     }
 
     #[test]
