@@ -241,18 +241,28 @@ async fn hundreds_of_slowloris_sockets_are_cut_off_while_others_are_served() {
         let closed = socks.iter_mut().map(closed_by_peer).filter(|c| *c).count();
         (closed, started.elapsed())
     });
-    // Others are served meanwhile.
-    let mut worst = Duration::ZERO;
+    // Others are served meanwhile. One check may pay a dropped SYN's 1 s
+    // retransmit or a stall of the loaded machine, so the bound on every
+    // check is the header timeout (a node serving nobody until the slow
+    // sockets are cut would miss it) and most checks must be prompt.
+    let mut took_each = Vec::new();
     for _ in 0..20 {
         let t0 = Instant::now();
         assert!(node.healthy().await);
-        worst = worst.max(t0.elapsed());
+        took_each.push(t0.elapsed());
         tokio::time::sleep(Duration::from_millis(150)).await;
     }
     let (closed, took) = slow.await.unwrap();
+    let worst = took_each.iter().max().copied().unwrap_or_default();
+    let prompt = took_each
+        .iter()
+        .filter(|t| **t < Duration::from_millis(500))
+        .count();
     println!(
-        "{SOCKETS} slowloris sockets: {closed} closed by the node within {took:?}; slowest health check {worst:?}"
+        "{SOCKETS} slowloris sockets: {closed} closed by the node within {took:?}; \
+         health checks: {prompt}/20 within 500 ms, slowest {worst:?}"
     );
     assert_eq!(closed, SOCKETS);
-    assert!(worst < Duration::from_secs(1));
+    assert!(worst < Duration::from_secs(2), "slowest check {worst:?}");
+    assert!(prompt >= 15, "only {prompt}/20 checks within 500 ms");
 }
