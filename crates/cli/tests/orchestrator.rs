@@ -285,3 +285,100 @@ async fn a_wish_withdrawn_during_a_call_is_not_granted_after_it() {
     assert_eq!(s["desired"], "remote", "{s}");
     assert_eq!(node.metric("edge_local_sessions").await, 0.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_overloaded_node_turns_its_plan_back_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = RedisServer::start().await;
+    let link = SlowLink::start(
+        redis.url.trim_start_matches("redis://"),
+        Duration::from_millis(5),
+    )
+    .await
+    .unwrap();
+    let remote = format!("redis://{}", link.addr);
+    // Rounds every 4 s: a plan that turns back would otherwise hold for 4
+    // rounds (16 s) before it is followed.
+    let node = Arc::new(
+        TestNode::start(
+            dir.path(),
+            &[
+                "--remote-store",
+                &remote,
+                "--max-instances",
+                "4",
+                "--no-pressure-evict",
+                "--orchestrate-ms",
+                "4000",
+            ],
+        )
+        .await,
+    );
+    node.deploy("counter", guests::COUNTER).await;
+    let first = ["a0", "a1", "a2", "a3"];
+    let mut sent = open_loop(
+        &node,
+        &first,
+        Duration::from_millis(80),
+        Duration::from_secs(9),
+    )
+    .await;
+    let view = node.get_json("/v1/node").await["orchestrator"].clone();
+    let local = local_ones(&node, &first).await;
+    assert!(local >= 2, "{local} local after the first phase: {view}");
+    assert_eq!(view["demoted"], 0, "{view}");
+
+    // Six more sessions as busy: the slot or two the local sessions left
+    // cannot keep up, calls queue, and fewer local sessions serve everyone
+    // better. The node acts within a round called early by the queue, not
+    // at its next tick, and not after the hold.
+    let busy: Vec<String> = (0..6).map(|i| format!("b{i}")).collect();
+    let all: Vec<&str> = first
+        .iter()
+        .copied()
+        .chain(busy.iter().map(String::as_str))
+        .collect();
+    let started = Instant::now();
+    let watch = {
+        let node = node.clone();
+        tokio::spawn(async move {
+            while started.elapsed() < Duration::from_secs(6) {
+                let view = node.get_json("/v1/node").await["orchestrator"].clone();
+                if view["demoted"].as_u64().unwrap() > 0 {
+                    return Some(started.elapsed());
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            None
+        })
+    };
+    for (s, n) in open_loop(
+        &node,
+        &all,
+        Duration::from_millis(80),
+        Duration::from_secs(6),
+    )
+    .await
+    {
+        *sent.entry(s).or_default() += n;
+    }
+    let view = node.get_json("/v1/node").await["orchestrator"].clone();
+    let first_demotion = watch.await.unwrap();
+    println!("first demotion {first_demotion:?} after the load grew; {view}");
+    assert!(
+        first_demotion.is_some_and(|t| t < Duration::from_secs(3)),
+        "first demotion {first_demotion:?} after the load grew: {view}"
+    );
+    assert!(view["early_rounds"].as_u64().unwrap() >= 1, "{view}");
+    assert!(view["overloaded_rounds"].as_u64().unwrap() >= 1, "{view}");
+    assert!(local_ones(&node, &all).await < local, "{view}");
+    assert!(node.healthy().await);
+    // No call was lost on the moves: each count is exact.
+    for (s, n) in sent {
+        assert_eq!(
+            node.invoke_ok("counter", Some(&s), "").await,
+            (n + 1).to_string(),
+            "{s}"
+        );
+    }
+}

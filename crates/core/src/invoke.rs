@@ -379,6 +379,10 @@ impl Node {
         if self.config.pressure_evict {
             self.sessions.evict_for_slot();
         }
+        let _waiting = self
+            .sessions
+            .load
+            .wait_for_slot(self.config.engine.max_instances as usize);
         let wait = deadline.saturating_duration_since(Instant::now());
         tokio::time::timeout(wait, self.instance_slots.clone().acquire_owned())
             .await

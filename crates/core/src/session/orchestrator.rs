@@ -15,6 +15,11 @@
 //! most [`GATE_WAIT`]; calls arriving meanwhile wait for the move); a round
 //! moves at most [`MOVES_PER_ROUND`] sessions, and keeps the current split
 //! unless another is predicted better by [`MARGIN`].
+//!
+//! A plan that turns back waits [`REVERSAL_ROUNDS`] rounds, except when the
+//! shared slots are overloaded (as many calls waiting for a slot as there
+//! are slots not held by local sessions): a growing queue is followed at
+//! once, and a queue as long as the node has slots calls a round early.
 
 use super::plan::{self, Inputs};
 use super::{Session, SessionMode, Sessions, Trigger};
@@ -43,6 +48,9 @@ const GATE_WAIT: Duration = Duration::from_millis(250);
 const REVERSAL_ROUNDS: u32 = 4;
 /// Weight of the newest round in the smoothed service times.
 const SMOOTHING: f64 = 0.5;
+/// After a round, the slot queue can call the next one this much of a
+/// period early at the soonest.
+const EARLY_ROUND: u32 = 4;
 
 /// What calls measured since the orchestrator's last round.
 #[derive(Debug, Default)]
@@ -57,6 +65,27 @@ pub struct Load {
     local_busy_ns: AtomicU64,
     local_busy_sq: AtomicU64,
     store_ns: Arc<AtomicU64>,
+    /// Calls waiting for an instance slot now, and the time waited by the
+    /// ones that stopped waiting.
+    queued: AtomicU64,
+    slot_wait_ns: AtomicU64,
+    /// Told when the slot queue grows as long as the node has slots.
+    overloaded: Arc<tokio::sync::Notify>,
+}
+
+/// A call waiting for an instance slot; the wait ends when it is dropped.
+pub struct SlotWait<'a> {
+    load: &'a Load,
+    since: Instant,
+}
+
+impl Drop for SlotWait<'_> {
+    fn drop(&mut self) {
+        self.load.queued.fetch_sub(1, Ordering::Relaxed);
+        self.load
+            .slot_wait_ns
+            .fetch_add(self.since.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    }
 }
 
 impl Load {
@@ -88,6 +117,19 @@ impl Load {
             .fetch_add(busy.as_nanos() as u64, Ordering::Relaxed);
     }
 
+    /// A call starts waiting for one of the node's `slots`; a queue as long
+    /// as the node has slots calls the orchestrator's next round early.
+    pub fn wait_for_slot(&self, slots: usize) -> SlotWait<'_> {
+        let queued = self.queued.fetch_add(1, Ordering::Relaxed) + 1;
+        if queued as usize >= slots.max(1) {
+            self.overloaded.notify_one();
+        }
+        SlotWait {
+            load: self,
+            since: Instant::now(),
+        }
+    }
+
     /// Wraps the remote store so that time spent in it is measured.
     pub(super) fn timed(&self, store: Arc<dyn StateStore>) -> Arc<dyn StateStore> {
         Arc::new(Timed {
@@ -96,7 +138,7 @@ impl Load {
         })
     }
 
-    fn take(&self) -> [u64; 9] {
+    fn take(&self) -> [u64; 10] {
         [
             self.remote_calls.swap(0, Ordering::Relaxed),
             self.remote_busy_ns.swap(0, Ordering::Relaxed),
@@ -107,6 +149,7 @@ impl Load {
             self.local_busy_ns.swap(0, Ordering::Relaxed),
             self.local_busy_sq.swap(0, Ordering::Relaxed),
             self.store_ns.swap(0, Ordering::Relaxed),
+            self.slot_wait_ns.swap(0, Ordering::Relaxed),
         ]
     }
 }
@@ -203,6 +246,15 @@ pub struct View {
     pub local_scv: f64,
     /// Calls per second, all sessions.
     pub calls_per_sec: f64,
+    /// Calls waiting for an instance slot in the last round, on average.
+    pub slot_queue: f64,
+    /// Rounds run early because the slot queue grew as long as the node
+    /// has slots.
+    pub early_rounds: u64,
+    /// Rounds that found the shared slots overloaded (a queue at least as
+    /// long as they are many): they follow a plan at once, even one that
+    /// turns back.
+    pub overloaded_rounds: u64,
     /// Sessions promoted and demoted by the orchestrator.
     pub promoted: u64,
     /// See `promoted`.
@@ -230,6 +282,8 @@ pub(super) struct Orchestrator {
     last_direction: i8,
     /// Rounds in a row the plan has wanted to turn back.
     reversal_rounds: u32,
+    /// Whether this round found the shared slots overloaded.
+    overloaded: bool,
 }
 
 fn smooth(old: Option<f64>, new: f64) -> f64 {
@@ -243,15 +297,29 @@ fn smooth_by(old: Option<f64>, new: f64, weight: f64) -> f64 {
     }
 }
 
-/// Starts the loop; it ends with the sessions.
+/// Starts the loop; it ends with the sessions. A round runs every
+/// `period`, or early (at most every `period / EARLY_ROUND`) when calls
+/// queue for slots as many as the node has.
 pub(super) fn spawn(sessions: Weak<Sessions>, period: Duration, slots: usize) {
+    let Some(overloaded) = sessions.upgrade().map(|s| s.load.overloaded.clone()) else {
+        return;
+    };
     tokio::spawn(async move {
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last = tokio::time::Instant::now();
         loop {
-            tick.tick().await;
+            let early = tokio::select! {
+                _ = tick.tick() => false,
+                () = overloaded.notified() => true,
+            };
+            if early {
+                tokio::time::sleep_until(last + period / EARLY_ROUND).await;
+                tick.reset();
+            }
+            last = tokio::time::Instant::now();
             let Some(s) = sessions.upgrade() else { break };
-            s.orchestrate(slots).await;
+            s.orchestrate(slots, early).await;
         }
     });
 }
@@ -272,8 +340,8 @@ impl Sessions {
             .map(|o| o.lock().unwrap_or_else(|p| p.into_inner()).view.clone())
     }
 
-    /// One round: measure, plan, move.
-    pub async fn orchestrate(&self, slots: usize) {
+    /// One round (`early`: called by the slot queue): measure, plan, move.
+    pub async fn orchestrate(&self, slots: usize, early: bool) {
         let Some(state) = &self.orchestrator else {
             return;
         };
@@ -285,10 +353,14 @@ impl Sessions {
         // A plan that turns back (fewer local sessions right after more, or
         // the reverse) must hold for a few rounds first: the moves change
         // what is measured, and the split would otherwise swing.
+        // An overloaded node follows its plan at once: holding back lets the
+        // queue grow faster than it can drain later.
         let direction = (plan.local as i64 - current as i64).signum() as i8;
         {
             let mut o = state.lock().unwrap_or_else(|p| p.into_inner());
-            if direction != 0 && direction == -o.last_direction {
+            if o.overloaded {
+                o.reversal_rounds = 0;
+            } else if direction != 0 && direction == -o.last_direction {
                 o.reversal_rounds += 1;
                 if o.reversal_rounds < REVERSAL_ROUNDS {
                     plan.local = current;
@@ -303,8 +375,11 @@ impl Sessions {
             o.last_direction = direction;
             o.reversal_rounds = 0;
         }
+        let overloaded = o.overloaded;
         let v = &mut o.view;
         v.rounds += 1;
+        v.early_rounds += u64::from(early);
+        v.overloaded_rounds += u64::from(overloaded);
         v.planned_local = plan.local;
         v.candidates = candidates.len();
         v.predicted_ms = plan.predicted.is_finite().then_some(plan.predicted * 1e3);
@@ -341,6 +416,7 @@ impl Sessions {
             local_ns,
             local_sq,
             store_ns,
+            slot_wait_ns,
         ] = self.load.take();
         if attempts >= 2 {
             o.remote_scv = Some(smooth(o.remote_scv, scv(attempts, remote_ns, remote_sq)));
@@ -401,6 +477,17 @@ impl Sessions {
             });
         }
         o.rates = seen;
+        // The slot queue's mean length over the round (Little's law on the
+        // waits that ended), or the calls waiting now if more.
+        let waiting = self.load.queued.load(Ordering::Relaxed) as f64;
+        let queue = if span > 0.0 {
+            (slot_wait_ns as f64 / 1e9 / span).max(waiting)
+        } else {
+            waiting
+        };
+        let shared = slots.saturating_sub(candidates.iter().filter(|c| c.local).count());
+        o.overloaded = queue >= shared.max(1) as f64;
+        o.view.slot_queue = queue;
         let remote_rate = if span > 0.0 {
             remote_calls as f64 / span
         } else {
@@ -409,8 +496,18 @@ impl Sessions {
         // Remote-state calls of no candidate (stateless ones, say) use the
         // same slots.
         o.other_rate = smooth(Some(o.other_rate), (remote_rate - now_remote).max(0.0));
-        o.remote_level = Some(smooth(o.remote_level, now_remote));
-        o.local_level = Some(smooth(o.local_level, now_local));
+        // Overloaded, a rise in the load is taken at once (falls are
+        // smoothed as always).
+        let level = |old: Option<f64>, new: f64| {
+            let smoothed = smooth(old, new);
+            if o.overloaded {
+                smoothed.max(new)
+            } else {
+                smoothed
+            }
+        };
+        o.remote_level = Some(level(o.remote_level, now_remote));
+        o.local_level = Some(level(o.local_level, now_local));
         candidates.sort_by(|a, b| {
             b.wish
                 .cmp(&a.wish)
