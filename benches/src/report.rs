@@ -209,13 +209,39 @@ pub fn loglog_chart(
         .x_desc(x_label)
         .y_desc(y_label)
         .draw()?;
+    draw_lines(
+        &mut chart,
+        xs,
+        series,
+        |y| finite(&y),
+        SeriesLabelPosition::UpperRight,
+    )?;
+    root.present()
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+/// Each series as a line with a dot at each of its points (those whose value
+/// `keep` accepts), in its colour, then the legend at `legend`; on linear
+/// or log axes alike.
+fn draw_lines<'a, X, Y>(
+    chart: &mut ChartContext<'a, SVGBackend<'a>, Cartesian2d<X, Y>>,
+    xs: &[f64],
+    series: &[Series<'_>],
+    keep: impl Fn(f64) -> bool,
+    legend: SeriesLabelPosition,
+) -> Result<()>
+where
+    X: Ranged<ValueType = f64>,
+    Y: Ranged<ValueType = f64>,
+{
     for (k, s) in series.iter().enumerate() {
         let color = colour(k);
         let points: Vec<(f64, f64)> = xs
             .iter()
             .copied()
             .zip(s.values.iter().copied())
-            .filter(|(_, y)| finite(y))
+            .filter(|&(_, y)| keep(y))
             .collect();
         chart
             .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))?
@@ -231,10 +257,8 @@ pub fn loglog_chart(
         .configure_series_labels()
         .background_style(WHITE.mix(0.8))
         .border_style(BLACK)
-        .position(SeriesLabelPosition::UpperRight)
+        .position(legend)
         .draw()?;
-    root.present()
-        .with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }
 
@@ -294,30 +318,13 @@ pub fn line_chart(
         .x_desc(x_label)
         .y_desc(y_label)
         .draw()?;
-    for (k, s) in series.iter().enumerate() {
-        let color = colour(k);
-        let points: Vec<(f64, f64)> = xs
-            .iter()
-            .copied()
-            .zip(s.values.iter().copied())
-            .filter(|(_, y)| y.is_finite() && *y <= y_hi)
-            .collect();
-        chart
-            .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))?
-            .label(s.label)
-            .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], color.stroke_width(2)));
-        chart.draw_series(
-            points
-                .into_iter()
-                .map(move |p| Circle::new(p, 3, color.filled())),
-        )?;
-    }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .position(SeriesLabelPosition::UpperLeft)
-        .draw()?;
+    draw_lines(
+        &mut chart,
+        xs,
+        series,
+        |y| y.is_finite() && y <= y_hi,
+        SeriesLabelPosition::UpperLeft,
+    )?;
     root.present()
         .with_context(|| format!("writing {}", path.display()))?;
     Ok(())

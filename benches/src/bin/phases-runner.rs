@@ -12,7 +12,10 @@
 //! `phases-runner fig4` — Fig. 4: clients whose need for local-state is a
 //! two-state Markov chain (local a given share of the time); the fewest
 //! instance slots per client that keep refused local requests ≤ 1 % with
-//! every call answered.
+//! every call answered. A client leaving a local phase waits for that
+//! phase's calls before it asks for remote-state (else its request can
+//! overtake them and they are served remote-state — the client's own race,
+//! not a refusal); each probe prints why its refused calls were refused.
 //!
 //! The paper's times are scaled: its 1 s local call is `--unit-ms` here
 //! (the guest sleeps an exponential time of that mean), and clients call
@@ -28,6 +31,7 @@ use clap::{Parser, Subcommand};
 use edge_benches::procs::{Server, free_addr};
 use edge_benches::report::{self, Series};
 use edge_core::session::{PlanInputs, mean_latency};
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::Command;
@@ -51,6 +55,11 @@ struct Cli {
     /// Seconds measured per point (after a warm-up of a fifth of it).
     #[arg(long, global = true, default_value_t = 30)]
     seconds: u64,
+    /// Fig. 3: runs per point (fresh node and sessions, another seed); a
+    /// point's figure is the median of its runs' means, shown with the
+    /// smallest and the largest.
+    #[arg(long, global = true, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    runs: u64,
     /// Where the CSV, SVGs and summary go.
     #[arg(long, global = true, default_value = "bench-results/phases")]
     out: PathBuf,
@@ -113,6 +122,8 @@ struct Outcome {
     /// Calls made while wanting local-state, and those served remote.
     wanted_local: u64,
     refused_local: u64,
+    /// Why those were served remote (the node's `edge-mode-reason`).
+    refused_why: BTreeMap<String, u64>,
     remote_service_ms: f64,
     remote_after_ms: f64,
     local_service_ms: f64,
@@ -163,6 +174,7 @@ struct Bench {
     link_ms: u64,
     state_kib: usize,
     seconds: u64,
+    runs: u64,
     redis_url: String,
     edge_node: PathBuf,
     stage: Vec<u8>,
@@ -201,6 +213,7 @@ async fn run(cli: Cli) -> Result<()> {
         link_ms: cli.link_ms,
         state_kib: cli.state_kib,
         seconds: cli.seconds,
+        runs: cli.runs,
         redis_url: format!("redis://{}", link.addr),
         edge_node: cli.edge_node.clone(),
         stage: std::fs::read(edge_benches::guests::STAGE)?,
@@ -317,6 +330,9 @@ impl Bench {
             out.errors += r.errors;
             out.wanted_local += r.wanted_local;
             out.refused_local += r.refused_local;
+            for (why, n) in r.refused_why {
+                *out.refused_why.entry(why).or_default() += n;
+            }
             latencies.extend(r.latencies);
         }
         if let Some(w) = watch {
@@ -390,6 +406,7 @@ struct Tally {
     errors: u64,
     wanted_local: u64,
     refused_local: u64,
+    refused_why: BTreeMap<String, u64>,
     latencies: Vec<f64>,
 }
 
@@ -405,6 +422,12 @@ impl Client {
             None => (0.0, 0.0),
         };
         let mut local_phase = false;
+        // Whether the node granted the phase's mode when asked.
+        let mut granted = true;
+        // Calls made in a local phase hold this shared; the client leaves
+        // the phase once they are answered, so that its own request for
+        // remote-state does not overtake them on the way to the node.
+        let phase = Arc::new(tokio::sync::RwLock::new(()));
         let mut next = self.join_at + Duration::from_secs_f64(self.rng.exp(gap));
         let mut calls = Vec::new();
         let mut failed_moves = 0;
@@ -414,14 +437,18 @@ impl Client {
                 let flip = if local_phase { leave } else { enter };
                 if self.rng.next() < flip {
                     local_phase = !local_phase;
+                    if !local_phase {
+                        drop(phase.write().await);
+                    }
                     let mode = if local_phase { "local" } else { "remote" };
                     // An overloaded node may not answer in time: an error
                     // of the run (it is not stable), not of the runner.
-                    if set_mode(&self.http, &self.node, &self.id, mode)
-                        .await
-                        .is_err()
-                    {
-                        failed_moves += 1;
+                    match set_mode(&self.http, &self.node, &self.id, mode).await {
+                        Ok(now) => granted = now == mode,
+                        Err(_) => {
+                            granted = false;
+                            failed_moves += 1;
+                        }
                     }
                 }
             }
@@ -430,10 +457,17 @@ impl Client {
             let (http, node, id) = (self.http.clone(), self.node.clone(), self.id.clone());
             let measured = next >= self.measure_from;
             let wanted = local_phase;
+            let asked_in_vain = wanted && !granted;
+            let held = if wanted {
+                Some(phase.clone().read_owned().await)
+            } else {
+                None
+            };
             calls.push(tokio::spawn(async move {
                 let sent = Instant::now();
                 let r = call(&http, &node, "stage", &id, body).await;
-                (measured, wanted, sent.elapsed(), r)
+                drop(held);
+                (measured, wanted, asked_in_vain, sent.elapsed(), r)
             }));
             next += Duration::from_secs_f64(self.rng.exp(gap));
         }
@@ -442,18 +476,27 @@ impl Client {
             ..Tally::default()
         };
         for c in calls {
-            let (measured, wanted, took, r) = c.await?;
+            let (measured, wanted, asked_in_vain, took, r) = c.await?;
             if !measured {
                 continue;
             }
             t.calls += 1;
             match r {
-                Ok(mode) => {
+                Ok((mode, why)) => {
                     t.latencies.push(took.as_secs_f64() * 1e3);
                     if wanted {
                         t.wanted_local += 1;
                         if mode != "local" {
                             t.refused_local += 1;
+                            // Refused when the client asked, or granted
+                            // then (a place freed by a wish retried at a
+                            // call, or a reason the call gave).
+                            let why = match (asked_in_vain, why.is_empty()) {
+                                (_, false) => why,
+                                (true, true) => "refused when asked".to_owned(),
+                                (false, true) => "remote after a grant".to_owned(),
+                            };
+                            *t.refused_why.entry(why).or_default() += 1;
                         }
                     }
                 }
@@ -464,34 +507,38 @@ impl Client {
     }
 }
 
-/// Invokes `function` in session `id`; the mode it was served in.
+/// Invokes `function` in session `id`; the mode it was served in, and why
+/// not the one asked for (empty when it was, or no reason was given).
 async fn call(
     http: &reqwest::Client,
     node: &Node,
     function: &str,
     id: &str,
     body: Vec<u8>,
-) -> Result<String> {
+) -> Result<(String, String)> {
     let r = http
         .post(node.url(&format!("/v1/functions/{function}/invoke")))
         .header("edge-session", id)
         .body(body)
         .send()
         .await?;
-    let mode = r
-        .headers()
-        .get("edge-mode")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
+    let header = |name: &str| {
+        r.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned()
+    };
+    let (mode, why) = (header("edge-mode"), header("edge-mode-reason"));
     let status = r.status();
     if !status.is_success() {
         bail!("{function} in {id}: {status} {}", r.text().await?);
     }
-    Ok(mode)
+    Ok((mode, why))
 }
 
-async fn set_mode(http: &reqwest::Client, node: &Node, id: &str, mode: &str) -> Result<()> {
+/// Asks for `mode` in session `id`; the mode the session is in after.
+async fn set_mode(http: &reqwest::Client, node: &Node, id: &str, mode: &str) -> Result<String> {
     let r = http
         .put(node.url(&format!("/v1/sessions/{id}/mode")))
         .json(&serde_json::json!({ "mode": mode }))
@@ -500,7 +547,8 @@ async fn set_mode(http: &reqwest::Client, node: &Node, id: &str, mode: &str) -> 
     if !r.status().is_success() {
         bail!("mode {mode} for {id}: {}", r.text().await?);
     }
-    Ok(())
+    let got: serde_json::Value = r.json().await?;
+    Ok(got["mode"].as_str().unwrap_or("").to_owned())
 }
 
 fn show(v: f64) -> String {
@@ -511,6 +559,57 @@ fn show(v: f64) -> String {
     }
 }
 
+/// A point's runs: the median of their means (a run whose queues grew
+/// without bound counts as unbounded), the smallest and the largest.
+#[derive(Clone)]
+struct Spread {
+    median: f64,
+    low: f64,
+    high: f64,
+    runs: usize,
+}
+
+impl Spread {
+    fn of(runs: &[Outcome]) -> Self {
+        let mut means: Vec<f64> = runs
+            .iter()
+            .map(|o| if o.stable() { o.mean_ms } else { f64::INFINITY })
+            .collect();
+        means.sort_by(f64::total_cmp);
+        let n = means.len();
+        let median = match n {
+            0 => f64::INFINITY,
+            _ if n % 2 == 1 => means[n / 2],
+            _ => (means[n / 2 - 1] + means[n / 2]) / 2.0,
+        };
+        Spread {
+            median,
+            low: means.first().copied().unwrap_or(f64::INFINITY),
+            high: means.last().copied().unwrap_or(f64::INFINITY),
+            runs: n,
+        }
+    }
+
+    fn unbounded() -> Self {
+        Spread {
+            median: f64::INFINITY,
+            low: f64::INFINITY,
+            high: f64::INFINITY,
+            runs: 0,
+        }
+    }
+}
+
+impl std::fmt::Display for Spread {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ms", show(self.median))?;
+        if self.runs > 1 {
+            write!(f, " [{}–{}]", show(self.low), show(self.high))?;
+        }
+        Ok(())
+    }
+}
+
 async fn fig3(
     bench: &Bench,
     out: &std::path::Path,
@@ -518,21 +617,24 @@ async fn fig3(
     populations: &[usize],
     splits: &[usize],
 ) -> Result<()> {
-    let mut csv = String::from("clients,scenario,local,calls,errors,mean_ms,p99_ms\n");
+    let mut csv = String::from("clients,scenario,local,run,calls,errors,mean_ms,p99_ms\n");
     let mut summary = format!(
         "# Fig. 3 on a real node\n\n{slots} instance slots; a local call's mean {} ms (exponential), \
          4.5 calls per 60 of those per client; Redis {} ms away each way, {} KiB of state per session; \
-         {} s measured per point after a {} s warm-up.\n\n",
+         {} s measured per point after a {} s warm-up; {} run(s) per point, the median of their means \
+         [smallest–largest].\n\n",
         bench.unit.as_millis(),
         bench.link_ms,
         bench.state_kib,
         bench.seconds,
-        bench.seconds / 5
+        bench.seconds / 5,
+        bench.runs
     );
     let mut curves: Vec<(String, Vec<f64>)> = Vec::new();
     let mut model_curves: Vec<(String, Vec<f64>)> = Vec::new();
     let mut notes = String::new();
-    let mut timeline = String::from("load,second,planned_local,local_sessions,promoted,demoted\n");
+    let mut timeline =
+        String::from("load,run,second,planned_local,local_sessions,promoted,demoted\n");
     let mut seed = 1;
     // The populations, then one that grows half-way (the first to the
     // second population).
@@ -549,86 +651,79 @@ async fn fig3(
     )?;
     for (label, n, more) in &scenarios {
         let mut means = Vec::new();
-        let mut best: Option<(usize, f64)> = None;
-        for &k in splits {
-            seed += 1;
+        let mut best: Option<(usize, Spread)> = None;
+        // The static splits (K clients ask for local-state, K places),
+        // then the orchestrator told nothing (as many places as slots).
+        let points = splits
+            .iter()
+            .map(|&k| (Some(k), k))
+            .chain(std::iter::once((None, slots)));
+        let mut orch = None;
+        for (split, max_local) in points {
             let setup = Setup {
                 slots,
-                max_local: k,
-                orchestrate: false,
+                max_local,
+                orchestrate: split.is_none(),
             };
-            let o = bench
-                .run(
-                    setup,
-                    Clients::Static {
-                        n: *n,
-                        local: k,
-                        more: *more,
-                    },
-                    seed,
-                )
-                .await?;
-            let mean = if o.stable() { o.mean_ms } else { f64::INFINITY };
-            eprintln!(
-                "{label}: {k} local: mean {} ms, {} calls, {} errors",
-                show(mean),
-                o.calls,
-                o.errors
-            );
-            writeln!(
-                csv,
-                "{label},static,{k},{},{},{:.2},{:.2}",
-                o.calls, o.errors, o.mean_ms, o.p99_ms
-            )?;
-            if mean.is_finite() && best.is_none_or(|(_, b)| mean < b) {
-                best = Some((k, mean));
+            let clients = Clients::Static {
+                n: *n,
+                local: split.unwrap_or(0),
+                more: *more,
+            };
+            let mut runs = Vec::new();
+            for _ in 0..bench.runs {
+                seed += 1;
+                runs.push(bench.run(setup, clients, seed).await?);
             }
-            means.push(mean);
+            let spread = Spread::of(&runs);
+            let scenario = split.map_or("orchestrator", |_| "static");
+            for (r, o) in runs.iter().enumerate() {
+                let local = split.unwrap_or(o.planned_local);
+                writeln!(
+                    csv,
+                    "{label},{scenario},{local},{r},{},{},{:.2},{:.2}",
+                    o.calls, o.errors, o.mean_ms, o.p99_ms
+                )?;
+            }
+            eprintln!(
+                "{label}: {}: mean {spread}, {} calls, {} errors",
+                split.map_or("orchestrator".to_owned(), |k| format!("{k} local")),
+                runs.iter().map(|o| o.calls).sum::<u64>(),
+                runs.iter().map(|o| o.errors).sum::<u64>()
+            );
+            match split {
+                Some(k) => {
+                    if spread.median.is_finite()
+                        && best.as_ref().is_none_or(|(_, b)| spread.median < b.median)
+                    {
+                        best = Some((k, spread.clone()));
+                    }
+                    means.push(spread.median);
+                }
+                None => orch = Some((spread, runs)),
+            }
         }
-        seed += 1;
-        let setup = Setup {
-            slots,
-            max_local: slots,
-            orchestrate: true,
+        let Some((orch, runs)) = orch else {
+            bail!("the orchestrator's point did not run");
         };
-        let o = bench
-            .run(
-                setup,
-                Clients::Static {
-                    n: *n,
-                    local: 0,
-                    more: *more,
-                },
-                seed,
-            )
-            .await?;
-        let orch = if o.stable() { o.mean_ms } else { f64::INFINITY };
-        for (t, planned, local, promoted, demoted) in &o.timeline {
-            writeln!(
-                timeline,
-                "{label},{t:.1},{planned},{local},{promoted},{demoted}"
-            )?;
+        for (r, o) in runs.iter().enumerate() {
+            for (t, planned, local, promoted, demoted) in &o.timeline {
+                writeln!(
+                    timeline,
+                    "{label},{r},{t:.1},{planned},{local},{promoted},{demoted}"
+                )?;
+            }
         }
-        eprintln!(
-            "{label}: orchestrator: mean {} ms, planned {} local, {} errors",
-            show(orch),
-            o.planned_local,
-            o.errors
-        );
-        writeln!(
-            csv,
-            "{label},orchestrator,{},{},{},{:.2},{:.2}",
-            o.planned_local, o.calls, o.errors, o.mean_ms, o.p99_ms
-        )?;
-        let (bk, bm) = best.unwrap_or((0, f64::INFINITY));
+        let planned: Vec<String> = runs.iter().map(|o| o.planned_local.to_string()).collect();
+        let (bk, bm) = best.map_or((0, Spread::unbounded()), |(k, s)| (k, s));
         writeln!(
             summary,
-            "| {label} | {bk} | {} ms | {} ms ({}) | {:.3} |",
-            show(bm),
-            show(orch),
-            o.planned_local,
-            orch / bm
+            "| {label} | {bk} | {bm} | {orch} ({}) | {:.3} |",
+            planned.join(", "),
+            orch.median / bm.median
         )?;
+        let o = &runs[0];
+        let orch = orch.median;
         curves.push((label.clone(), means));
         // The model's curve, from the service times the orchestrator
         // measured in this run.
@@ -721,11 +816,11 @@ async fn fig4(
     for &share in shares {
         let mut per_client = Vec::new();
         for (row, &n) in populations.iter().enumerate() {
-            // From the expected local demand plus a standard deviation
-            // upwards (fewer refuse more than 1 %).
+            // From as many local places as the expected local demand
+            // upwards (fewer refuse far more than 1 %: the demand exceeds
+            // its mean half of the time).
             let p = f64::from(share) / 100.0;
-            let demand = n as f64 * p + (n as f64 * p * (1.0 - p)).sqrt();
-            let mut slots = (demand.ceil() as usize + 1).max(2);
+            let mut slots = ((n as f64 * p).ceil() as usize + 1).max(2);
             let found = loop {
                 seed += 1;
                 let setup = Setup {
@@ -749,9 +844,10 @@ async fn fig4(
                     o.calls, o.errors, o.wanted_local, o.refused_local
                 )?;
                 eprintln!(
-                    "{n} clients, {share} %: {slots} slots: refused {:.2} % of {}, {} errors",
+                    "{n} clients, {share} %: {slots} slots: refused {:.2} % of {} ({:?}), {} errors",
                     o.refused_share() * 100.0,
                     o.wanted_local,
+                    o.refused_why,
                     o.errors
                 );
                 if o.stable() && o.refused_share() <= 0.01 {

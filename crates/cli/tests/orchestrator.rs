@@ -169,11 +169,15 @@ async fn local_ones(node: &TestNode, sessions: &[&str]) -> usize {
     n
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn the_orchestrator_makes_busy_sessions_local_within_its_slots_and_follows_the_load() {
-    let dir = tempfile::tempdir().unwrap();
+/// A node with 4 instance slots, each local session's instance its own,
+/// rounds every `round_ms`, and `counter` deployed; its remote store a real
+/// Redis 5 ms away each way (a remote-state call pays its round trips).
+/// Keep the Redis and the link alive as long as the node.
+async fn orchestrated_node(
+    dir: &std::path::Path,
+    round_ms: &str,
+) -> (Arc<TestNode>, RedisServer, SlowLink) {
     let redis = RedisServer::start().await;
-    // Redis 5 ms away each way: a remote-state call pays its round trips.
     let link = SlowLink::start(
         redis.url.trim_start_matches("redis://"),
         Duration::from_millis(5),
@@ -181,22 +185,24 @@ async fn the_orchestrator_makes_busy_sessions_local_within_its_slots_and_follows
     .await
     .unwrap();
     let remote = format!("redis://{}", link.addr);
-    let node = Arc::new(
-        TestNode::start(
-            dir.path(),
-            &[
-                "--remote-store",
-                &remote,
-                "--max-instances",
-                "4",
-                "--no-pressure-evict",
-                "--orchestrate-ms",
-                "300",
-            ],
-        )
-        .await,
-    );
+    let args = [
+        "--remote-store",
+        &remote,
+        "--max-instances",
+        "4",
+        "--no-pressure-evict",
+        "--orchestrate-ms",
+        round_ms,
+    ];
+    let node = Arc::new(TestNode::start(dir, &args).await);
     node.deploy("counter", guests::COUNTER).await;
+    (node, redis, link)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_orchestrator_makes_busy_sessions_local_within_its_slots_and_follows_the_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let (node, _redis, _link) = orchestrated_node(dir.path(), "300").await;
     let first = ["a0", "a1", "a2", "a3"];
     let second = ["b0", "b1", "b2", "b3"];
 
@@ -289,32 +295,9 @@ async fn a_wish_withdrawn_during_a_call_is_not_granted_after_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_overloaded_node_turns_its_plan_back_at_once() {
     let dir = tempfile::tempdir().unwrap();
-    let redis = RedisServer::start().await;
-    let link = SlowLink::start(
-        redis.url.trim_start_matches("redis://"),
-        Duration::from_millis(5),
-    )
-    .await
-    .unwrap();
-    let remote = format!("redis://{}", link.addr);
     // Rounds every 4 s: a plan that turns back would otherwise hold for 4
     // rounds (16 s) before it is followed.
-    let node = Arc::new(
-        TestNode::start(
-            dir.path(),
-            &[
-                "--remote-store",
-                &remote,
-                "--max-instances",
-                "4",
-                "--no-pressure-evict",
-                "--orchestrate-ms",
-                "4000",
-            ],
-        )
-        .await,
-    );
-    node.deploy("counter", guests::COUNTER).await;
+    let (node, _redis, _link) = orchestrated_node(dir.path(), "4000").await;
     let first = ["a0", "a1", "a2", "a3"];
     let mut sent = open_loop(
         &node,
