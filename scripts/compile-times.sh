@@ -30,13 +30,7 @@ for tool in "$py" "$js/.bin/componentize-js"; do
 done
 cargo build --release --locked -p edge-node --bin edge-node
 node_bin="$PWD/target/release/edge-node"
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
+. scripts/lib/procs.sh
 
 # The three templates, built as their READMEs say.
 for lang in rust python js; do
@@ -47,9 +41,6 @@ cp "$work/rust-target/wasm32-wasip2/release/trust.wasm" "$work/rust.wasm"
 (cd "$work/tpython" && "$py" -d wit -w function componentize app -o "$work/python.wasm")
 ln -s "$js" "$work/tjs/node_modules"
 (cd "$work/tjs" && npm run --silent build && cp tjs.wasm "$work/js.wasm")
-
-# A free port on 127.0.0.1.
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 # compile_ms of deploying $2 to a fresh node started with the flags after.
 deploy_once() {

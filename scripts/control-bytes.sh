@@ -13,15 +13,8 @@ rustup target list --installed 2>/dev/null | grep -q wasm32-wasip2 || rustup tar
 cargo build --locked -p edge-node --bin edge-node -p edge-benches --bin links-runner -p edge-guest-artifacts
 BIN=${1:-$PWD/target/debug/edge-node}
 STAGE=$PWD/target/guests/wasm32-wasip2/release/stage.wasm
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-pa=$(port); pb=$(port); pc=$(port)
+. scripts/lib/procs.sh
+pa=$(free_port); pb=$(free_port); pc=$(free_port)
 a=http://127.0.0.1:$pa b=http://127.0.0.1:$pb c=http://127.0.0.1:$pc
 start() { # name port peers...
   local name=$1 p=$2; shift 2

@@ -141,6 +141,17 @@ async fn mqtt_messages_call_a_function_per_topic_in_order_at_least_once() {
         node.invoke_ok("counter", Some("sensors.a.temp"), "").await,
         "31"
     );
+    // Counted: the probe (however many it took) and the 50, each answered
+    // and replied to.
+    const CALLS: &str = "edge_trigger_calls_total";
+    let done = node.metric_where(CALLS, r#"outcome="done""#).await;
+    assert!(done >= 51.0, "{done}");
+    assert_eq!(node.metric_where(CALLS, r#"outcome="failed""#).await, 0.0);
+    let published = node
+        .metric_where("edge_trigger_replies_total", r#"outcome="published""#)
+        .await;
+    // (A probe sent again may still be between its call and its reply.)
+    assert!((51.0..=done).contains(&published), "{published} of {done}");
 
     // Messages sent while the node is down reach it when it is back (its
     // broker session persists), in order, none lost.
@@ -155,6 +166,11 @@ async fn mqtt_messages_call_a_function_per_topic_in_order_at_least_once() {
     let got = replies(&mut rx, 10, Duration::from_secs(30)).await;
     assert_eq!(got["counts/sensors/a/temp"], counting(32, 41));
     assert!(node.healthy().await);
+    assert_eq!(
+        node.metric_where("edge_trigger_calls_total", r#"trigger="mqtt""#)
+            .await,
+        10.0
+    );
 }
 
 #[tokio::test]
@@ -246,6 +262,15 @@ async fn a_timer_calls_its_function_at_its_interval() {
         .unwrap();
     // ~14 ticks since the deploy; a slow machine may skip some.
     assert!((5..=20).contains(&count), "{count}");
+    // Each tick is counted: the ones before the deploy failed (no such
+    // function), the others called it.
+    const CALLS: &str = "edge_trigger_calls_total";
+    let done = node.metric_where(CALLS, r#"outcome="done""#).await;
+    assert!(
+        done >= (count - 1) as f64,
+        "{done} done for a count of {count}"
+    );
+    assert_eq!(node.metric_where(CALLS, r#"outcome="dropped""#).await, 0.0);
 }
 
 #[tokio::test]

@@ -62,6 +62,13 @@ pub struct Metrics {
     pub workflow_pending: IntGauge,
     /// Calls run on the background runtime, by reason.
     pub background_calls: IntCounterVec,
+    /// Calls made by triggers, by trigger (`mqtt`, `timer`) and outcome
+    /// (`done`; `failed`: the function's error, not retried; `retried`: the
+    /// node was busy and the call is tried again; `dropped`: busy on its
+    /// last try).
+    pub trigger_calls: IntCounterVec,
+    /// MQTT replies to triggered calls, by outcome (`published`, `failed`).
+    pub trigger_replies: IntCounterVec,
 }
 
 /// Why metrics could not be set up (a name registered twice: a bug).
@@ -221,6 +228,16 @@ impl Metrics {
                 "edge_background_calls_total",
                 "Calls run at background priority: moved after their slice, or started there because their function misbehaved",
                 &["reason"],
+            )?,
+            trigger_calls: add.counters(
+                "edge_trigger_calls_total",
+                "Calls made by MQTT and timer triggers, by trigger and outcome",
+                &["trigger", "outcome"],
+            )?,
+            trigger_replies: add.counters(
+                "edge_trigger_replies_total",
+                "MQTT replies to triggered calls, by outcome",
+                &["outcome"],
             )?,
             registry: registry.clone(),
         };

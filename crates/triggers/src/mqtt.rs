@@ -275,26 +275,44 @@ async fn lane(
 async fn deliver(node: &Node, client: &AsyncClient, t: &MqttTrigger, message: &Publish) {
     let session = t.session_for(&message.topic);
     let mut wait = Duration::from_millis(100);
+    let metrics = node.metrics();
+    let count = |outcome: &str| {
+        metrics
+            .trigger_calls
+            .with_label_values(&["mqtt", outcome])
+            .inc();
+    };
     for attempt in 1..=TRIES {
         match call(node, &t.function, &session, message.payload.to_vec()).await {
             Outcome::Done(output) => {
-                if let Some(reply) = t.reply_for(&message.topic)
-                    && let Err(e) = client.publish(reply, QoS::AtLeastOnce, false, output).await
-                {
-                    tracing::warn!(error = %e, "MQTT reply not published");
+                count("done");
+                if let Some(reply) = t.reply_for(&message.topic) {
+                    let published = client.publish(reply, QoS::AtLeastOnce, false, output).await;
+                    if let Err(e) = &published {
+                        tracing::warn!(error = %e, "MQTT reply not published");
+                    }
+                    let outcome = if published.is_ok() {
+                        "published"
+                    } else {
+                        "failed"
+                    };
+                    metrics.trigger_replies.with_label_values(&[outcome]).inc();
                 }
                 return;
             }
             Outcome::Failed(why) => {
+                count("failed");
                 tracing::warn!(error = %why, "triggered call failed");
                 return;
             }
             Outcome::Busy(why) if attempt < TRIES => {
+                count("retried");
                 tracing::debug!(error = %why, attempt, "node busy; trying again");
                 tokio::time::sleep(wait).await;
                 wait = (wait * 2).min(Duration::from_secs(5));
             }
             Outcome::Busy(why) => {
+                count("dropped");
                 tracing::error!(error = %why, "triggered call dropped after {TRIES} tries");
             }
         }

@@ -55,12 +55,19 @@ pub fn spawn(node: Arc<Node>, t: TimerTrigger) {
         tick.tick().await;
         loop {
             tick.tick().await;
-            match call(&node, &t.function, &t.session, Vec::new()).await {
-                Outcome::Done(_) => {}
-                Outcome::Failed(why) | Outcome::Busy(why) => {
-                    tracing::warn!(function = %t.function, error = %why, "timer call failed");
-                }
+            // A busy node skips this tick; the next one calls again.
+            let (outcome, why) = match call(&node, &t.function, &t.session, Vec::new()).await {
+                Outcome::Done(_) => ("done", None),
+                Outcome::Failed(why) => ("failed", Some(why)),
+                Outcome::Busy(why) => ("dropped", Some(why)),
+            };
+            if let Some(why) = why {
+                tracing::warn!(function = %t.function, error = %why, "timer call failed");
             }
+            node.metrics()
+                .trigger_calls
+                .with_label_values(&["timer", outcome])
+                .inc();
         }
     });
 }
