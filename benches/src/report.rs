@@ -1,6 +1,7 @@
 //! The runner's results as files: a CSV, a Markdown table and SVG bar charts.
 
 use anyhow::{Context, Result};
+use plotters::coord::ranged1d::{AsRangedCoord, ValueFormatter};
 use plotters::prelude::*;
 use std::fmt::Write as _;
 use std::path::Path;
@@ -116,6 +117,19 @@ pub struct Series<'a> {
     pub values: Vec<f64>,
 }
 
+impl<'a> Series<'a> {
+    /// Series from (label, values) pairs.
+    pub fn from_pairs(pairs: &'a [(String, Vec<f64>)]) -> Vec<Series<'a>> {
+        pairs
+            .iter()
+            .map(|(label, values)| Series {
+                label,
+                values: values.clone(),
+            })
+            .collect()
+    }
+}
+
 /// Grouped bars: one group per category, one bar per series.
 pub fn bar_chart(
     path: &Path,
@@ -196,6 +210,38 @@ pub fn loglog_chart(
     let y_max = ys.iter().copied().fold(0.0f64, f64::max).max(y_min * 10.0) * 1.25;
     let x_min = xs.iter().copied().fold(f64::INFINITY, f64::min) * 0.8;
     let x_max = xs.iter().copied().fold(0.0f64, f64::max) * 1.25;
+    lines_svg(
+        path,
+        title,
+        (x_label, y_label),
+        ((x_min..x_max).log_scale(), (y_min..y_max).log_scale()),
+        xs,
+        series,
+        |y| finite(&y),
+        SeriesLabelPosition::UpperRight,
+    )
+}
+
+/// An SVG chart on the axes `ranges` (linear or log alike): each series as
+/// a line with a dot at each of its points (those whose value `keep`
+/// accepts), in its colour, then the legend at `legend`.
+#[allow(clippy::too_many_arguments)]
+fn lines_svg<X, Y>(
+    path: &Path,
+    title: &str,
+    (x_label, y_label): (&str, &str),
+    ranges: (X, Y),
+    xs: &[f64],
+    series: &[Series<'_>],
+    keep: impl Fn(f64) -> bool,
+    legend: SeriesLabelPosition,
+) -> Result<()>
+where
+    X: AsRangedCoord<Value = f64>,
+    Y: AsRangedCoord<Value = f64>,
+    X::CoordDescType: ValueFormatter<f64>,
+    Y::CoordDescType: ValueFormatter<f64>,
+{
     let root = SVGBackend::new(path, (960, 540)).into_drawing_area();
     root.fill(&WHITE)?;
     let mut chart = ChartBuilder::on(&root)
@@ -203,38 +249,12 @@ pub fn loglog_chart(
         .margin(16)
         .x_label_area_size(50)
         .y_label_area_size(80)
-        .build_cartesian_2d((x_min..x_max).log_scale(), (y_min..y_max).log_scale())?;
+        .build_cartesian_2d(ranges.0, ranges.1)?;
     chart
         .configure_mesh()
         .x_desc(x_label)
         .y_desc(y_label)
         .draw()?;
-    draw_lines(
-        &mut chart,
-        xs,
-        series,
-        |y| finite(&y),
-        SeriesLabelPosition::UpperRight,
-    )?;
-    root.present()
-        .with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
-}
-
-/// Each series as a line with a dot at each of its points (those whose value
-/// `keep` accepts), in its colour, then the legend at `legend`; on linear
-/// or log axes alike.
-fn draw_lines<'a, X, Y>(
-    chart: &mut ChartContext<'a, SVGBackend<'a>, Cartesian2d<X, Y>>,
-    xs: &[f64],
-    series: &[Series<'_>],
-    keep: impl Fn(f64) -> bool,
-    legend: SeriesLabelPosition,
-) -> Result<()>
-where
-    X: Ranged<ValueType = f64>,
-    Y: Ranged<ValueType = f64>,
-{
     for (k, s) in series.iter().enumerate() {
         let color = colour(k);
         let points: Vec<(f64, f64)> = xs
@@ -259,6 +279,8 @@ where
         .border_style(BLACK)
         .position(legend)
         .draw()?;
+    root.present()
+        .with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }
 
@@ -305,29 +327,16 @@ pub fn line_chart(
     };
     let x_lo = xs.iter().copied().fold(f64::INFINITY, f64::min).min(0.0);
     let x_hi = xs.iter().copied().fold(0.0f64, f64::max).max(x_lo + 1.0);
-    let root = SVGBackend::new(path, (960, 540)).into_drawing_area();
-    root.fill(&WHITE)?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 22))
-        .margin(16)
-        .x_label_area_size(50)
-        .y_label_area_size(80)
-        .build_cartesian_2d(x_lo..x_hi, y_lo..y_hi)?;
-    chart
-        .configure_mesh()
-        .x_desc(x_label)
-        .y_desc(y_label)
-        .draw()?;
-    draw_lines(
-        &mut chart,
+    lines_svg(
+        path,
+        title,
+        (x_label, y_label),
+        (x_lo..x_hi, y_lo..y_hi),
         xs,
         series,
         |y| y.is_finite() && y <= y_hi,
         SeriesLabelPosition::UpperLeft,
-    )?;
-    root.present()
-        .with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
+    )
 }
 
 #[cfg(test)]

@@ -764,14 +764,8 @@ async fn fig3(
     std::fs::write(out.join("fig3.csv"), &csv)?;
     std::fs::write(out.join("fig3-orchestrator.csv"), &timeline)?;
     let xs: Vec<f64> = splits.iter().map(|&k| k as f64).collect();
-    let series: Vec<Series<'_>> = curves
-        .iter()
-        .chain(model_curves.iter())
-        .map(|(l, v)| Series {
-            label: l,
-            values: v.clone(),
-        })
-        .collect();
+    curves.extend(model_curves);
+    let series = Series::from_pairs(&curves);
     report::line_chart(
         &out.join("fig3.svg"),
         "Mean latency vs sessions kept local (static), and the orchestrator",
@@ -871,13 +865,7 @@ async fn fig4(
     std::fs::write(out.join("fig4.csv"), &csv)?;
     std::fs::write(out.join("fig4.md"), &summary)?;
     let xs: Vec<f64> = populations.iter().map(|&n| n as f64).collect();
-    let series: Vec<Series<'_>> = lines
-        .iter()
-        .map(|(l, v)| Series {
-            label: l,
-            values: v.clone(),
-        })
-        .collect();
+    let series = Series::from_pairs(&lines);
     report::line_chart(
         &out.join("fig4.svg"),
         "Instance slots per client for ≤ 1 % refused local requests",
