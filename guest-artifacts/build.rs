@@ -21,6 +21,8 @@ const GUESTS: &[(&str, &str)] = &[
     ("hello", "HELLO"),
     ("hello-http", "HELLO_HTTP"),
     ("web", "WEB"),
+    ("wasi-kv", "WASI_KV"),
+    ("http-kv", "HTTP_KV"),
 ];
 
 fn main() -> Result<()> {

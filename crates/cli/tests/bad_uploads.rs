@@ -244,13 +244,16 @@ async fn imports_the_node_lacks_are_refused_before_compiling_and_leave_no_file()
     node.deploy("echo", guests::ECHO).await;
     let kept = function_files(dir.path());
     assert_eq!(kept.len(), 2, "{kept:?}");
-    // A component importing wasi:keyvalue, which this node does not offer.
-    for _ in 0..3 {
-        let r = node
-            .deploy_bytes("kv-user", importing("wasi:keyvalue/store@0.2.0-draft"))
-            .await;
+    // Components importing what this node does not offer: wasi:config, and
+    // a wasi:keyvalue draft other than the one it serves.
+    for name in [
+        "wasi:config/store@0.2.0-draft",
+        "wasi:keyvalue/store@0.2.0-draft2",
+        "wasi:config/store@0.2.0-draft",
+    ] {
+        let r = node.deploy_bytes("kv-user", importing(name)).await;
         let message = support::assert_error(r, 400, "unsupported_imports").await;
-        assert!(message.contains("wasi:keyvalue/"), "{message}");
+        assert!(message.contains(name), "{message}");
     }
     assert_eq!(
         node.metric("edge_compilations_total").await,

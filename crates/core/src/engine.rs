@@ -85,12 +85,13 @@ pub fn start_epoch_ticker(engine: &Engine, tick: Duration) {
 /// The linker every function is instantiated with: WASI p2 (with nothing
 /// granted: no files, sockets or environment), `wasi:http` (outgoing
 /// requests only to the function's allowed hosts) plus `state` and
-/// `session`.
+/// `session`, and `wasi:keyvalue` served from the same session state.
 pub fn build_linker(engine: &Engine) -> Result<Linker<HostState>, EngineError> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
     edge_host_api::add_to_linker(&mut linker, |s: &mut HostState| &mut s.state)?;
+    edge_host_api::keyvalue::add_to_linker(&mut linker, |s: &mut HostState| &mut s.state)?;
     Ok(linker)
 }
 

@@ -3,18 +3,20 @@
 //! milliseconds, not after a compile of minutes (the linker still has the
 //! last word after compiling).
 
-/// Packages whose interfaces this node provides: WASI 0.2 (HTTP included:
-/// outgoing requests go only to a function's allowed hosts) and the native
-/// `edge:function` world.
-const PROVIDED: &[&str] = &[
-    "wasi:io",
-    "wasi:clocks",
-    "wasi:random",
-    "wasi:filesystem",
-    "wasi:sockets",
-    "wasi:cli",
-    "wasi:http",
-    "edge:function",
+/// Packages whose interfaces this node provides, with the one version
+/// provided where only one is: WASI 0.2 (HTTP included: outgoing requests
+/// go only to a function's allowed hosts), the native `edge:function` world
+/// and the `wasi:keyvalue` draft served from session state.
+const PROVIDED: &[(&str, Option<&str>)] = &[
+    ("wasi:io", None),
+    ("wasi:clocks", None),
+    ("wasi:random", None),
+    ("wasi:filesystem", None),
+    ("wasi:sockets", None),
+    ("wasi:cli", None),
+    ("wasi:http", None),
+    ("wasi:keyvalue", Some("0.2.0-draft")),
+    ("edge:function", None),
 ];
 
 /// The top-level imports of component `bytes` this node cannot provide (by
@@ -42,11 +44,14 @@ pub fn unprovided_imports(bytes: &[u8]) -> Result<Vec<String>, String> {
     Ok(missing)
 }
 
-/// True when `name` (`ns:pkg/iface@version`) is in a package this node
-/// provides.
+/// True when `name` (`ns:pkg/iface@version`) is in a package (and version)
+/// this node provides.
 fn provided(name: &str) -> bool {
     let package = name.split(['/', '@']).next().unwrap_or(name);
-    PROVIDED.contains(&package)
+    let version = name.split_once('@').map(|(_, v)| v);
+    PROVIDED
+        .iter()
+        .any(|(p, v)| *p == package && v.is_none_or(|v| Some(v) == version))
 }
 
 #[cfg(test)]
@@ -58,7 +63,11 @@ mod tests {
         assert!(provided("wasi:io/streams@0.2.3"));
         assert!(provided("edge:function/state@0.1.0"));
         assert!(provided("wasi:http/types@0.2.0"));
-        assert!(!provided("wasi:keyvalue/store@0.2.0"));
+        assert!(provided("wasi:keyvalue/store@0.2.0-draft"));
+        assert!(provided("wasi:keyvalue/atomics@0.2.0-draft"));
+        assert!(!provided("wasi:keyvalue/store@0.2.0-draft2"));
+        assert!(!provided("wasi:keyvalue/store"));
+        assert!(!provided("wasi:config/store@0.2.0-draft"));
         assert!(!provided("wasi:iox/streams@0.2.0"));
         assert!(!provided("env"));
     }

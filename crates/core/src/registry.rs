@@ -89,6 +89,9 @@ pub struct Function {
     pub info: FunctionInfo,
     /// Pre-linked for instantiation.
     pub pre: Pre,
+    /// Whether its calls run in a session: every `edge:function` function,
+    /// and a `wasi:http` one that imports `wasi:keyvalue`.
+    pub keeps_state: bool,
     /// [`FunctionInfo::allow_hosts`], shared by its instances.
     pub allow_hosts: Arc<[String]>,
     /// Until when its calls start at background priority.
@@ -231,6 +234,7 @@ impl Registry {
             .linker
             .instantiate_pre(component)
             .map_err(|e| RegistryError::Link(format!("{e:#}")))?;
+        let mut keeps_state = true;
         let pre = match FunctionPre::new(pre.clone()) {
             Ok(edge) => Pre::Edge(edge),
             Err(not_edge) => {
@@ -239,7 +243,7 @@ impl Registry {
                         "the component exports neither edge:function/handler nor wasi:http/incoming-handler ({not_edge:#})"
                     ))
                 })?;
-                check::http_has_no_state(component, &self.engine)?;
+                keeps_state = check::http_keeps_state(component, &self.engine)?;
                 // Served under /{name}/: a name a node route takes is never reached.
                 if matches!(info.name.as_str(), "v1" | "healthz" | "metrics") {
                     return Err(RegistryError::Link(format!(
@@ -259,6 +263,7 @@ impl Registry {
             name: info.name.as_str().into(),
             info,
             pre,
+            keeps_state,
             penalty: Default::default(),
         }))
     }

@@ -7,7 +7,9 @@
 //!   each checked by the same [`conformance`] suite (feature `testing`).
 //! - [`StateCtx`]: one invocation's view of its session and state (reads see
 //!   its own writes, writes are buffered and committed atomically on `ok`).
-//! - [`add_to_linker`]: wires `state` and `session` into a component linker.
+//! - [`add_to_linker`]: wires `state` and `session` into a component linker;
+//!   [`keyvalue::add_to_linker`] serves the standard `wasi:keyvalue` from the
+//!   same state.
 //!
 //! ```
 //! use edge_host_api::{StateCtx, add_to_linker};
@@ -29,6 +31,7 @@
 #[cfg(any(test, feature = "testing"))]
 pub mod conformance;
 mod ctx;
+pub mod keyvalue;
 mod store;
 
 /// Bindings generated from `wit/` for the world `edge:function/function`.

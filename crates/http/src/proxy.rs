@@ -9,6 +9,7 @@ use super::error::ApiError;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::Response;
+use edge_core::invoke::InvokeError;
 use edge_core::registry::valid_name;
 use http::{HeaderValue, StatusCode, Uri, header};
 use http_body_util::Full;
@@ -38,6 +39,10 @@ pub async fn serve(State(node): State<AppState>, request: Request) -> Result<Res
     }
     let name = name.to_owned();
     let path: Uri = rest.parse().map_err(|_| no_route())?;
+    let asked = request
+        .uri()
+        .path_and_query()
+        .map_or_else(String::new, |p| p.to_string());
     let (mut parts, body) = request.into_parts();
     let input = read_body(&parts.headers, body, node.config().max_invoke_bytes).await?;
     parts.uri = path;
@@ -48,8 +53,12 @@ pub async fn serve(State(node): State<AppState>, request: Request) -> Result<Res
             .insert(header::HOST, HeaderValue::from_static("localhost"));
     }
     let request = http::Request::from_parts(parts, Full::new(input));
-    let response = node.serve_http(&name, request).await?;
-    Ok(response.map(Body::new))
+    match node.node.serve_http(&name, request).await {
+        Ok(response) => Ok(response.map(Body::new)),
+        // The session's state is on another node: the same request there.
+        Err(InvokeError::Moved(owner)) => Err(ApiError::moved(&owner, &asked)),
+        Err(e) => Err(e.into()),
+    }
 }
 
 #[cfg(test)]

@@ -117,7 +117,7 @@ impl Node {
     /// Commits what a local-state call wrote to this node's sled: flushed
     /// before the answer, or within the flush interval the function chose
     /// at deploy (relaxed durability).
-    async fn commit_local(
+    pub(super) async fn commit_local(
         &self,
         function: &Function,
         session: &str,

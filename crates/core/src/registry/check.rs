@@ -33,23 +33,25 @@ pub fn valid_host(host: &str) -> bool {
         && port.is_none_or(|p| p.parse::<u16>().is_ok_and(|p| p > 0))
 }
 
-/// A `wasi:http` component is served without a session: one that imports
-/// `edge:function` (the session state) would lose what it writes.
-pub(super) fn http_has_no_state(
+/// Whether a `wasi:http` component keeps state: one that imports
+/// `wasi:keyvalue` is served in a session (its writes committed when the
+/// request is done). One that imports `edge:function` is refused: that is
+/// the native world's contract, whose handler it does not export.
+pub(super) fn http_keeps_state(
     component: &wasmtime::component::Component,
     engine: &wasmtime::Engine,
-) -> Result<(), RegistryError> {
+) -> Result<bool, RegistryError> {
     let ty = component.component_type();
-    let mut state = ty
-        .imports(engine)
-        .map(|(name, _)| name)
-        .filter(|name| name.starts_with("edge:function/"));
-    match state.next() {
-        Some(name) => Err(RegistryError::Link(format!(
-            "a wasi:http component has no session, so it cannot import {name}; keep its state with the edge:function world"
-        ))),
-        None => Ok(()),
+    let mut keyvalue = false;
+    for (name, _) in ty.imports(engine) {
+        if name.starts_with("edge:function/") {
+            return Err(RegistryError::Link(format!(
+                "a wasi:http component cannot import {name}: keep its state with wasi:keyvalue, or use the edge:function world"
+            )));
+        }
+        keyvalue |= name.starts_with("wasi:keyvalue/");
     }
+    Ok(keyvalue)
 }
 
 /// The checks an upload gets inside the node before any compiler runs:
@@ -93,8 +95,8 @@ pub(super) fn check_imports(bytes: &[u8]) -> Result<(), RegistryError> {
     match crate::imports::unprovided_imports(bytes) {
         Err(e) => Err(RegistryError::Invalid(e)),
         Ok(missing) if !missing.is_empty() => Err(RegistryError::Link(format!(
-            "this node does not provide {} (it provides WASI 0.2 without HTTP, and \
-             edge:function)",
+            "this node does not provide {} (it provides WASI 0.2 with wasi:http, \
+             wasi:keyvalue@0.2.0-draft and edge:function)",
             missing.join(", ")
         ))),
         Ok(_) => Ok(()),
