@@ -4,7 +4,9 @@
 
 use anyhow::{Context, Result};
 use edge_core::EngineConfig;
-use edge_core::engine::{HostState, build_engine, build_linker, new_store, start_epoch_ticker};
+use edge_core::engine::{
+    HostState, StoreFor, build_engine, build_linker, new_store, start_epoch_ticker,
+};
 use edge_host_api::bindings::{Function, FunctionPre};
 use edge_host_api::{Input, Mode, Source, StateCtx, StateLimits, StateStore};
 use edge_store_sled::SledStore;
@@ -64,8 +66,12 @@ impl Fixture {
         new_store(
             &self.engine,
             &self.cfg,
-            &self.name,
-            Arc::from([]),
+            StoreFor {
+                function: self.name.clone(),
+                allow_hosts: Arc::from([]),
+                config: Arc::default(),
+                tls: None,
+            },
             4096,
             ctx,
             Instant::now() + Duration::from_secs(3600),

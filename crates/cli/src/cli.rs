@@ -3,7 +3,6 @@
 use anyhow::{Context, Result, bail};
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use edge_proto::routes::{DURATION_HEADER, MODE_HEADER, SESSION_HEADER, START_HEADER};
-use futures_util::StreamExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -53,6 +52,14 @@ enum Command {
         /// `host:port`, or `*` for any (repeatable). Default: none.
         #[arg(long = "allow-host", value_name = "HOST")]
         allow_hosts: Vec<String>,
+        /// A variable the function reads through `wasi:config/store`
+        /// (repeatable). Given any `--config` or `--config-file`, the
+        /// function's variables become exactly these; otherwise they stay.
+        #[arg(long = "config", value_name = "KEY=VALUE")]
+        config: Vec<String>,
+        /// A file of `KEY=VALUE` lines (`#` comments), read before `--config`.
+        #[arg(long = "config-file", value_name = "FILE")]
+        config_files: Vec<PathBuf>,
         /// Deploy to every live member of the node's cluster (the nodes
         /// sharing its Redis), not only to the node.
         #[arg(long)]
@@ -162,7 +169,7 @@ enum SessionCommand {
 }
 
 #[derive(Args)]
-struct NodeArg {
+pub(crate) struct NodeArg {
     /// The node's URL.
     #[arg(
         long = "node",
@@ -170,7 +177,7 @@ struct NodeArg {
         env = "EDGE_NODE_URL",
         default_value = "http://127.0.0.1:7878"
     )]
-    url: String,
+    pub(crate) url: String,
     /// The node's token, if it requires one.
     #[arg(long, global = true, env = "EDGE_TOKEN", hide_env_values = true)]
     token: Option<String>,
@@ -182,7 +189,7 @@ struct NodeArg {
 
 impl NodeArg {
     /// An HTTP client that presents the token, if any.
-    fn client(&self) -> Result<reqwest::Client> {
+    pub(crate) fn client(&self) -> Result<reqwest::Client> {
         let mut headers = reqwest::header::HeaderMap::new();
         if let Some(t) = &self.token {
             headers.insert(
@@ -270,13 +277,20 @@ async fn run(cli: Cli) -> Result<()> {
             file,
             flush_interval_ms,
             allow_hosts,
+            config,
+            config_files,
             all,
             node,
         } => {
             let bytes =
                 std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
-            let path = deploy_path(&name, flush_interval_ms, &allow_hosts);
-            deploy(&node, &name, &path, bytes.into(), all).await
+            let plan = crate::deploy::DeployPlan {
+                name: &name,
+                path: crate::deploy::deploy_path(&name, flush_interval_ms, &allow_hosts),
+                config: crate::deploy::config_from(&config, &config_files)?,
+                all,
+            };
+            crate::deploy::deploy(&node, plan, bytes.into()).await
         }
         Command::Invoke {
             name,
@@ -302,12 +316,12 @@ async fn run(cli: Cli) -> Result<()> {
     }
 }
 
-fn endpoint(base: &str, path: &str) -> String {
+pub(crate) fn endpoint(base: &str, path: &str) -> String {
     format!("{}{path}", base.trim_end_matches('/'))
 }
 
 /// Turns a non-2xx response into an error carrying the node's message.
-async fn check(response: reqwest::Response) -> Result<reqwest::Response> {
+pub(crate) async fn check(response: reqwest::Response) -> Result<reqwest::Response> {
     let status = response.status();
     if status.is_success() {
         return Ok(response);
@@ -318,130 +332,6 @@ async fn check(response: reqwest::Response) -> Result<reqwest::Response> {
         .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
         .unwrap_or(body);
     bail!("{status}: {message}")
-}
-
-/// The deploy route, with its options.
-fn deploy_path(name: &str, flush_interval_ms: Option<u64>, allow_hosts: &[String]) -> String {
-    let mut query = Vec::new();
-    if let Some(ms) = flush_interval_ms {
-        query.push(format!("flush_interval_ms={ms}"));
-    }
-    if !allow_hosts.is_empty() {
-        query.push(format!("allow_hosts={}", allow_hosts.join(",")));
-    }
-    match query.is_empty() {
-        true => format!("/v1/functions/{name}"),
-        false => format!("/v1/functions/{name}?{}", query.join("&")),
-    }
-}
-
-/// Uploads `bytes` as `name` to the node, or with `all` to every member of
-/// its cluster; fails naming each node that refused it.
-async fn deploy(
-    node: &NodeArg,
-    name: &str,
-    path: &str,
-    bytes: bytes::Bytes,
-    all: bool,
-) -> Result<()> {
-    let client = node.client()?;
-    let targets = if all {
-        cluster_members(&client, &node.url).await?
-    } else {
-        vec![node.url.clone()]
-    };
-    let mut failed = Vec::new();
-    for base in &targets {
-        match upload(&client, base, path, bytes.clone()).await {
-            Ok(info) => println!(
-                "deployed {name} to {base}: {} bytes, sha256 {}, compiled in {:.1} ms",
-                info["size"],
-                info["digest"].as_str().unwrap_or("?"),
-                info["compile_ms"].as_f64().unwrap_or(0.0)
-            ),
-            Err(e) => {
-                eprintln!("{base}: {e:#}");
-                failed.push(base.as_str());
-            }
-        }
-    }
-    if !failed.is_empty() {
-        bail!(
-            "{name} not deployed to {} of {} node(s): {}",
-            failed.len(),
-            targets.len(),
-            failed.join(", ")
-        );
-    }
-    Ok(())
-}
-
-/// The URLs of the live members of `base`'s cluster.
-async fn cluster_members(client: &reqwest::Client, base: &str) -> Result<Vec<String>> {
-    let response = client
-        .get(endpoint(base, "/v1/cluster"))
-        .send()
-        .await
-        .with_context(|| format!("asking {base} for its cluster"))?;
-    let view: serde_json::Value = check(response).await?.json().await?;
-    let urls: Vec<String> = view["members"]
-        .as_array()
-        .map(|members| {
-            members
-                .iter()
-                .filter_map(|m| m["url"].as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default();
-    if urls.is_empty() {
-        bail!("{base} lists no members");
-    }
-    Ok(urls)
-}
-
-/// Streams `bytes` to `base` with a progress bar, then shows the compile
-/// time ticking until the node answers.
-async fn upload(
-    client: &reqwest::Client,
-    base: &str,
-    path: &str,
-    bytes: bytes::Bytes,
-) -> Result<serde_json::Value> {
-    let total = bytes.len() as u64;
-    let bar = indicatif::ProgressBar::new(total);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{bytes}/{total_bytes} [{bar:30}] {bytes_per_sec}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
-    let progress = bar.clone();
-    let chunks: Vec<bytes::Bytes> = bytes.chunks(64 << 10).map(|c| bytes.slice_ref(c)).collect();
-    let stream = futures_util::stream::iter(chunks).map(move |chunk| {
-        progress.inc(chunk.len() as u64);
-        if progress.position() >= total {
-            compiling(&progress);
-        }
-        Ok::<_, std::io::Error>(chunk)
-    });
-    let response = client
-        .put(endpoint(base, path))
-        .header(reqwest::header::CONTENT_LENGTH, total)
-        .body(reqwest::Body::wrap_stream(stream))
-        .send()
-        .await
-        .with_context(|| format!("uploading to {base}"));
-    bar.finish_and_clear();
-    Ok(check(response?).await?.json().await?)
-}
-
-/// Turns the upload bar into a ticking "compiling… 3s" once every byte is
-/// sent: the node answers only when the component is compiled.
-fn compiling(bar: &indicatif::ProgressBar) {
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{spinner} compiling… {elapsed}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
-    );
-    bar.reset_elapsed();
-    bar.enable_steady_tick(std::time::Duration::from_millis(200));
 }
 
 async fn invoke(

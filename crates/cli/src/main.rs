@@ -1,6 +1,7 @@
 //! The `edge-node` binary: parses the command line and runs it.
 
 mod cli;
+mod deploy;
 mod new;
 mod serve;
 mod settings;

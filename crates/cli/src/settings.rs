@@ -206,8 +206,9 @@ settings! {
         /// The private key of --tls-cert (PEM).
         #[arg(long, env = "EDGE_TLS_KEY")]
         tls_key: PathBuf;
-        /// Certificate authorities (PEM) to trust for `https://` peers and
-        /// members besides the system's: the cluster's own CA.
+        /// Certificate authorities (PEM) to trust for `https://` peers,
+        /// members and guests' outgoing requests besides the system's: the
+        /// cluster's own CA.
         #[arg(long, env = "EDGE_TLS_CA")]
         tls_ca: PathBuf;
         /// The MQTT broker the --mqtt-trigger subscriptions use:

@@ -41,6 +41,12 @@ fn routes() -> Vec<(Method, &'static str, Vec<u8>)> {
             "/v1/sessions/s/import",
             j(json!({ "entries": [] })),
         ),
+        (Method::GET, "/v1/functions/f/config", vec![]),
+        (
+            Method::PUT,
+            "/v1/functions/f/config",
+            j(json!({ "k": "v" })),
+        ),
         (Method::GET, "/v1/sessions/s/state", vec![]),
         (Method::DELETE, "/v1/sessions/s/state", vec![]),
         (Method::GET, "/v1/sessions/s/state/k", vec![]),

@@ -244,12 +244,13 @@ async fn imports_the_node_lacks_are_refused_before_compiling_and_leave_no_file()
     node.deploy("echo", guests::ECHO).await;
     let kept = function_files(dir.path());
     assert_eq!(kept.len(), 2, "{kept:?}");
-    // Components importing what this node does not offer: wasi:config, and
-    // a wasi:keyvalue draft other than the one it serves.
+    // Components importing what this node does not offer: drafts of
+    // wasi:config and wasi:keyvalue other than the ones it serves, and
+    // wasi:blobstore.
     for name in [
         "wasi:config/store@0.2.0-draft",
         "wasi:keyvalue/store@0.2.0-draft2",
-        "wasi:config/store@0.2.0-draft",
+        "wasi:blobstore/blobstore@0.2.0-draft",
     ] {
         let r = node.deploy_bytes("kv-user", importing(name)).await;
         let message = support::assert_error(r, 400, "unsupported_imports").await;

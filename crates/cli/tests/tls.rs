@@ -170,3 +170,70 @@ async fn nodes_keep_state_in_a_redis_that_speaks_only_tls() {
     assert!(stderr.contains("UnknownIssuer"), "{stderr}");
     assert_eq!(a.invoke_ok("counter", Some("r"), "").await, "5");
 }
+
+/// A guest's `https://` request to a host with a certificate from the
+/// node's own CA goes through when the node was given that CA
+/// (`--tls-ca`), and fails verification when it was not; the allow-list
+/// and the bundled roots hold either way.
+#[tokio::test]
+async fn guests_https_requests_trust_the_nodes_own_ca() {
+    let certs = tempfile::tempdir().unwrap();
+    let ca = support::make_certificates(certs.path());
+    let c = certs.path();
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let serving = [
+        "--tls-cert",
+        &arg(c, "cert.pem"),
+        "--tls-key",
+        &arg(c, "key.pem"),
+    ];
+    let upstream = TestNode::start(dirs[0].path(), &serving).await.with_ca(&ca);
+    upstream.deploy("hello-http", guests::HELLO_HTTP).await;
+    let host = upstream.url.trim_start_matches("https://").to_owned();
+    let trusting = TestNode::start(dirs[1].path(), &["--tls-ca", &arg(c, "ca.pem")]).await;
+    let plain = TestNode::start(dirs[2].path(), &[]).await;
+    let fetch = |node: &TestNode, url: String| {
+        let (http, at) = (node.http.clone(), node.at(&format!("/web/fetch?url={url}")));
+        async move {
+            let r = http.get(at).send().await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    for node in [&trusting, &plain] {
+        let r = node
+            .http
+            .put(node.at(&format!("/v1/functions/web?allow_hosts={host}")))
+            .body(std::fs::read(guests::WEB).unwrap())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+    }
+    let url = format!("https://{host}/hello-http/");
+    assert_eq!(
+        fetch(&trusting, url.clone()).await,
+        (200, "hello, world\n".to_owned())
+    );
+    // Several in a row, each on a connection of its own.
+    for _ in 0..3 {
+        assert_eq!(fetch(&trusting, url.clone()).await.0, 200);
+    }
+    let (status, body) = fetch(&plain, url.clone()).await;
+    assert_eq!(status, 502, "{body}");
+    assert!(
+        body.to_lowercase().contains("tls") || body.contains("certificate"),
+        "{body}"
+    );
+    // The allow-list still holds with the CA: another port is another host.
+    let port: u16 = host.rsplit(':').next().unwrap().parse().unwrap();
+    let elsewhere = format!("https://127.0.0.1:{}/hello-http/", port + 1);
+    let (status, body) = fetch(&trusting, elsewhere).await;
+    assert_eq!(status, 502);
+    assert!(body.contains("HttpRequestDenied"), "{body}");
+    // A CA file with no certificate stops the node with a message.
+    let fresh = tempfile::tempdir().unwrap();
+    let empty = fresh.path().join("empty.pem");
+    std::fs::write(&empty, "").unwrap();
+    let said = support::serve_refuses(fresh.path(), &["--tls-ca", empty.to_str().unwrap()]);
+    assert!(said.contains("certificate"), "{said}");
+}

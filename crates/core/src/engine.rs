@@ -4,6 +4,7 @@
 use crate::config::EngineConfig;
 use crate::guest_log::GuestLog;
 use crate::outbound::Outbound;
+use crate::registry::FunctionConfig;
 use crate::sched::CallClock;
 use edge_host_api::StateCtx;
 use std::sync::Arc;
@@ -14,6 +15,7 @@ use wasmtime::{
     UpdateDeadline,
 };
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_config::WasiConfig;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 /// The invocation ran past its deadline (raised from the epoch callback).
@@ -85,13 +87,17 @@ pub fn start_epoch_ticker(engine: &Engine, tick: Duration) {
 /// The linker every function is instantiated with: WASI p2 (with nothing
 /// granted: no files, sockets or environment), `wasi:http` (outgoing
 /// requests only to the function's allowed hosts) plus `state` and
-/// `session`, and `wasi:keyvalue` served from the same session state.
+/// `session`, `wasi:keyvalue` served from the same session state, and
+/// `wasi:config` with the function's variables.
 pub fn build_linker(engine: &Engine) -> Result<Linker<HostState>, EngineError> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
     edge_host_api::add_to_linker(&mut linker, |s: &mut HostState| &mut s.state)?;
     edge_host_api::keyvalue::add_to_linker(&mut linker, |s: &mut HostState| &mut s.state)?;
+    wasmtime_wasi_config::add_to_linker(&mut linker, |s: &mut HostState| {
+        WasiConfig::from(s.config.vars())
+    })?;
     Ok(linker)
 }
 
@@ -137,6 +143,8 @@ pub struct HostState {
     pub outbound: Outbound,
     /// The invocation's session and state transaction.
     pub state: StateCtx,
+    /// The function's `wasi:config` variables.
+    pub config: Arc<FunctionConfig>,
     /// Memory and table caps.
     pub limits: Limits,
     /// When the running call must stop.
@@ -164,18 +172,36 @@ impl WasiHttpView for HostState {
     }
 }
 
-/// A store for one instance of `function`: WASI with no grants and its
+/// What a new store is made for: the function's name, allowed hosts and
+/// variables.
+pub struct StoreFor {
+    /// The function's name.
+    pub function: Arc<str>,
+    /// Hosts its outgoing requests may reach.
+    pub allow_hosts: Arc<[String]>,
+    /// Its `wasi:config` variables.
+    pub config: Arc<FunctionConfig>,
+    /// The node's own CAs for `https://` requests, if it has some.
+    pub tls: Option<crate::outbound::GuestTls>,
+}
+
+/// A store for one instance of a function: WASI with no grants and its
 /// output logged, memory capped, the deadline enforced by the epoch.
 pub fn new_store(
     engine: &Engine,
     cfg: &EngineConfig,
-    function: &Arc<str>,
-    allow_hosts: Arc<[String]>,
+    function: StoreFor,
     log_budget: usize,
     state: StateCtx,
     deadline: Instant,
 ) -> Store<HostState> {
-    let log = GuestLog::new(function.clone(), log_budget);
+    let StoreFor {
+        function,
+        allow_hosts,
+        config,
+        tls,
+    } = function;
+    let log = GuestLog::new(function, log_budget);
     let wasi = WasiCtxBuilder::new()
         .stdout(log.stream("stdout"))
         .stderr(log.stream("stderr"))
@@ -187,8 +213,9 @@ pub fn new_store(
         wasi,
         http: WasiHttpCtx::new(),
         table: ResourceTable::new(),
-        outbound: Outbound::new(allow_hosts, deadline),
+        outbound: Outbound::new(allow_hosts, deadline, tls),
         state,
+        config,
         limits: Limits {
             max_memory_bytes: cfg.max_memory_bytes,
             max_table_elements: 50_000,

@@ -6,7 +6,8 @@
 /// Packages whose interfaces this node provides, with the one version
 /// provided where only one is: WASI 0.2 (HTTP included: outgoing requests
 /// go only to a function's allowed hosts), the native `edge:function` world
-/// and the `wasi:keyvalue` draft served from session state.
+/// the `wasi:keyvalue` draft served from session state and `wasi:config`
+/// with each function's variables.
 const PROVIDED: &[(&str, Option<&str>)] = &[
     ("wasi:io", None),
     ("wasi:clocks", None),
@@ -16,6 +17,7 @@ const PROVIDED: &[(&str, Option<&str>)] = &[
     ("wasi:cli", None),
     ("wasi:http", None),
     ("wasi:keyvalue", Some("0.2.0-draft")),
+    ("wasi:config", Some("0.2.0-rc.1")),
     ("edge:function", None),
 ];
 
@@ -67,6 +69,7 @@ mod tests {
         assert!(provided("wasi:keyvalue/atomics@0.2.0-draft"));
         assert!(!provided("wasi:keyvalue/store@0.2.0-draft2"));
         assert!(!provided("wasi:keyvalue/store"));
+        assert!(provided("wasi:config/store@0.2.0-rc.1"));
         assert!(!provided("wasi:config/store@0.2.0-draft"));
         assert!(!provided("wasi:iox/streams@0.2.0"));
         assert!(!provided("env"));

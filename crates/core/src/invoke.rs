@@ -542,8 +542,12 @@ impl Node {
         new_store(
             &self.engine,
             &self.config.engine,
-            &function.name,
-            function.allow_hosts.clone(),
+            crate::engine::StoreFor {
+                function: function.name.clone(),
+                allow_hosts: function.allow_hosts.clone(),
+                config: self.registry.config_of(&function.name),
+                tls: self.guest_tls.clone(),
+            },
             self.config.guest_log_bytes,
             state,
             deadline,

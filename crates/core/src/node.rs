@@ -38,6 +38,9 @@ pub enum NodeError {
     /// The teardown thread could not be started.
     #[error("teardown thread: {0}")]
     Teardown(std::io::Error),
+    /// The CA file for guests' `https://` requests is unusable.
+    #[error("TLS for guests' requests: {0}")]
+    GuestTls(String),
     /// The client for other nodes could not be set up (a bad CA file).
     #[error("node-to-node client: {0}")]
     Peer(#[from] edge_proto::PeerError),
@@ -78,6 +81,8 @@ pub struct Node {
     pub(crate) sched: crate::sched::Scheduler,
     /// Where finished instances are dropped.
     pub(crate) teardown: crate::teardown::Teardown,
+    /// Guests' `https://` requests trust the node's own CAs too.
+    pub(crate) guest_tls: Option<crate::outbound::GuestTls>,
 }
 
 impl Node {
@@ -164,6 +169,10 @@ impl Node {
         let sched =
             crate::sched::Scheduler::new(config.sched.clone(), metrics.background_calls.clone())?;
         let teardown = crate::teardown::Teardown::start().map_err(NodeError::Teardown)?;
+        let guest_tls = match &config.tls_roots {
+            Some(pem) => Some(crate::outbound::client_config(pem).map_err(NodeError::GuestTls)?),
+            None => None,
+        };
         Ok(Self {
             config,
             engine,
@@ -178,6 +187,7 @@ impl Node {
             membership,
             sched,
             teardown,
+            guest_tls,
         })
     }
 

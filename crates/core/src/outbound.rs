@@ -1,12 +1,20 @@
 //! Outgoing HTTP from guests (`wasi:http/outgoing-handler`): only to the
 //! hosts a function was deployed with (`allow_hosts`), and never past the
 //! call's deadline. Everything else is refused with `HTTP-request-denied`
-//! before a connection is opened.
+//! before a connection is opened. `https://` is verified against the bundled
+//! Mozilla roots, and the node's own CAs when it has some (`--tls-ca`).
+
+mod send;
+
+pub use send::client_config;
 
 use http_body_util::BodyExt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
+
+/// TLS settings with the node's own CAs, for guests' `https://` requests.
+pub type GuestTls = Arc<tokio_rustls::rustls::ClientConfig>;
 
 /// What a guest's outgoing request may reach, and until when.
 #[derive(Debug, Clone)]
@@ -15,12 +23,19 @@ pub struct Outbound {
     allowed: Arc<[String]>,
     /// The running call's deadline.
     pub deadline: Instant,
+    /// With the node's own CAs; `None`: the bundled roots only.
+    tls: Option<GuestTls>,
 }
 
 impl Outbound {
-    /// Requests to `allowed`, until `deadline`.
-    pub fn new(allowed: Arc<[String]>, deadline: Instant) -> Self {
-        Self { allowed, deadline }
+    /// Requests to `allowed`, until `deadline`, verified with `tls` (or
+    /// the bundled roots).
+    pub fn new(allowed: Arc<[String]>, deadline: Instant, tls: Option<GuestTls>) -> Self {
+        Self {
+            allowed,
+            deadline,
+            tls,
+        }
     }
 
     /// True when `uri` names a host (and port) on the list.
@@ -54,6 +69,7 @@ impl WasiHttpHooks for Outbound {
     ) -> Box<dyn Future<Output = Result<(http::Response<WasiBody>, Sent), Error>> + Send> {
         drop(fut);
         let allowed = self.allows(request.uri());
+        let tls = self.tls.clone();
         let left = self.deadline.saturating_duration_since(Instant::now());
         if !allowed {
             tracing::info!(uri = %request.uri(), "outgoing request denied: host not in allow_hosts");
@@ -68,6 +84,11 @@ impl WasiHttpHooks for Outbound {
                 first_byte_timeout: cap(options.and_then(|o| o.first_byte_timeout)),
                 between_bytes_timeout: cap(options.and_then(|o| o.between_bytes_timeout)),
             };
+            if let Some(tls) = tls {
+                return tokio::time::timeout(left, send::send(tls, request, options))
+                    .await
+                    .map_err(|_| Error::ConnectionTimeout)?;
+            }
             let sent = tokio::time::timeout(
                 left,
                 wasmtime_wasi_http::default_send_request(request, Some(options)),
@@ -86,7 +107,7 @@ mod tests {
 
     fn allows(list: &[&str], uri: &str) -> bool {
         let list: Vec<String> = list.iter().map(|s| s.to_string()).collect();
-        Outbound::new(list.into(), Instant::now()).allows(&uri.parse().unwrap())
+        Outbound::new(list.into(), Instant::now(), None).allows(&uri.parse().unwrap())
     }
 
     #[test]

@@ -12,6 +12,7 @@
 //! recorded when it wrote them, are ever deserialized.
 
 mod check;
+mod config;
 mod files;
 mod kind;
 mod load;
@@ -22,6 +23,7 @@ use crate::engine::HostState;
 use crate::metrics::Metrics;
 use check::{check_imports, check_preamble, validate};
 pub use check::{precheck, valid_name};
+pub use config::{FunctionConfig, MAX_CONFIG_KEY_BYTES, MAX_CONFIG_KEYS, MAX_CONFIG_VALUE_BYTES};
 use edge_host_api::bindings::FunctionPre;
 use edge_store_sled::SledWriter;
 use files::{sha256_hex, write_atomic};
@@ -183,6 +185,8 @@ pub struct Registry {
     metrics: Arc<Metrics>,
     /// Signalled when the set of functions changes.
     changes: Arc<tokio::sync::Notify>,
+    /// Each function's `wasi:config` variables.
+    configs: config::Configs,
 }
 
 impl Registry {
@@ -213,6 +217,7 @@ impl Registry {
             previous: writer.db().open_tree("previous_versions")?,
             previous_infos: RwLock::new(HashMap::new()),
             changes: Arc::default(),
+            configs: config::Configs::open(writer.db())?,
             writer,
             loaded: RwLock::new(HashMap::new()),
             compile_slots: Semaphore::new(compile.concurrency.max(1)),
@@ -523,6 +528,7 @@ impl Registry {
             .ok_or_else(|| RegistryError::NotFound(name.to_owned()))?;
         self.put_record(name, None).await?;
         self.set_previous(name, None).await?;
+        self.drop_config(name).await?;
         self.remove_files_if_unused(&removed.info);
         self.metrics.functions.set(self.len() as i64);
         self.changes.notify_one();

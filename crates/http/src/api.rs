@@ -89,6 +89,10 @@ pub fn router(node: AppState) -> Router {
         .route("/v1/functions/{name}/invoke", post(invoke))
         .route("/v1/functions/{name}/rollback", post(rollback))
         .route(
+            "/v1/functions/{name}/config",
+            get(super::config::get_config).put(super::config::put_config),
+        )
+        .route(
             "/v1/sessions/{id}",
             get(sessions::get_session).delete(sessions::delete_session),
         )

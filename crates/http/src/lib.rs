@@ -20,6 +20,7 @@
 
 mod api;
 mod auth;
+mod config;
 mod error;
 mod extract;
 mod proxy;

@@ -1,7 +1,8 @@
 //! `wasi-kv`: a native (`edge:function`) function that keeps its state only
-//! through the standard `wasi:keyvalue` interfaces, as a component written
-//! for another runtime's key-value store would. Tests drive it with a
-//! script: commands separated by `;`, answers joined by `;`.
+//! through the standard `wasi:keyvalue` interfaces and reads its settings
+//! through `wasi:config`, as a component written for another runtime
+//! would. Tests drive it with a script: commands separated by `;`, answers
+//! joined by `;`.
 //!
 //! | command | answer |
 //! | --- | --- |
@@ -14,6 +15,8 @@
 //! | `getmany K,K…` | `K=V` or `<none>` per key, joined by `,` |
 //! | `setmany K=V,K=V…` / `delmany K,K…` | `ok` |
 //! | `fill N PREFIX` | sets N keys `PREFIX00000…`: `ok` |
+//! | `config K` | the function's variable K, or `<none>` |
+//! | `config-all` | every variable as `K=V`, sorted, joined by `,` |
 //! | `fail` | the handler returns `err("asked to fail")` |
 //!
 //! A key-value error is answered as `err:<error>` and the script goes on.
@@ -25,6 +28,7 @@ wit_bindgen::generate!({
             import wasi:keyvalue/store@0.2.0-draft;
             import wasi:keyvalue/atomics@0.2.0-draft;
             import wasi:keyvalue/batch@0.2.0-draft;
+            import wasi:config/store@0.2.0-rc.1;
             export edge:function/handler@0.1.0;
         }
     ",
@@ -53,6 +57,20 @@ fn text(v: Option<Vec<u8>>) -> String {
     })
 }
 
+/// A `config` command's answer.
+fn config(verb: &str, key: &str) -> String {
+    use wasi::config::store as config;
+    let answer = match verb {
+        "config" => config::get(key).map(|v| v.unwrap_or_else(|| "<none>".into())),
+        _ => config::get_all().map(|mut all| {
+            all.sort();
+            let pairs: Vec<String> = all.into_iter().map(|(k, v)| format!("{k}={v}")).collect();
+            pairs.join(",")
+        }),
+    };
+    answer.unwrap_or_else(|e| format!("err:{e:?}"))
+}
+
 fn run(bucket: &mut Option<store::Bucket>, command: &str) -> Result<String, store::Error> {
     let mut words = command.split_whitespace();
     let verb = words.next().unwrap_or_default();
@@ -60,6 +78,9 @@ fn run(bucket: &mut Option<store::Bucket>, command: &str) -> Result<String, stor
         words.next().unwrap_or_default(),
         words.next().unwrap_or_default(),
     );
+    if verb == "config" || verb == "config-all" {
+        return Ok(config(verb, a));
+    }
     if verb == "open" {
         *bucket = Some(store::open(if a == "-" { "" } else { a })?);
         return Ok("ok".into());

@@ -2,7 +2,7 @@
 //! run it. Under edge-node it is served at `/{name}/…`:
 //! - `/echo…`: answers 200 with `METHOD PATH`, the `x-test` header and the
 //!   request body, one per line;
-//! - `/fetch?url=http://host:port/path`: sends a GET there (outgoing HTTP,
+//! - `/fetch?url=http[s]://host:port/path`: sends a GET there (outgoing HTTP,
 //!   allowed only to the hosts the function was deployed with) and answers
 //!   with its status and body, or 502 with the error;
 //! - anything else: 404.
@@ -69,17 +69,19 @@ fn read_all(body: IncomingBody) -> Vec<u8> {
     out
 }
 
-/// GETs `url` (`http://authority/path`); its status and body.
+/// GETs `url` (`http[s]://authority/path`); its status and body.
 fn fetch(url: &str) -> Result<(u16, Vec<u8>), String> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or("only http:// URLs are fetched")?;
+    let (scheme, rest) = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
+        (Some(rest), _) => (Scheme::Http, rest),
+        (_, Some(rest)) => (Scheme::Https, rest),
+        _ => return Err("only http:// and https:// URLs are fetched".into()),
+    };
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
     };
     let request = OutgoingRequest::new(Fields::new());
-    request.set_scheme(Some(&Scheme::Http)).map_err(|()| "scheme")?;
+    request.set_scheme(Some(&scheme)).map_err(|()| "scheme")?;
     request.set_authority(Some(authority)).map_err(|()| "authority")?;
     request.set_path_with_query(Some(path)).map_err(|()| "path")?;
     let body = request.body().map_err(|()| "request body")?;

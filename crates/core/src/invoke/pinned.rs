@@ -5,7 +5,7 @@
 use super::call::{PinnedCall, pinned_call};
 use super::{InvokeError, MAX_ATTEMPTS, StartKind};
 use crate::node::Node;
-use crate::registry::Function;
+use crate::registry::{Function, FunctionConfig};
 use crate::session::{Inner, Session, SessionMode};
 use edge_host_api::{Commit, Input, Mode, StateCtx, StateStore, StoreError};
 use std::sync::Arc;
@@ -45,7 +45,8 @@ impl Node {
         for attempt in 0..MAX_ATTEMPTS {
             let clock = self.sched.clock();
             let placement = clock.placement.clone();
-            rearm(&mut instance, new_ctx(), deadline, clock);
+            let config = self.registry.config_of(&function.name);
+            rearm(&mut instance, new_ctx(), config, deadline, clock);
             let call = pinned_call(
                 function.clone(),
                 instance,
@@ -136,18 +137,21 @@ impl Node {
     }
 }
 
-/// Readies an instance for a call: a new state context, the call's deadline
-/// and clock. Epoch ticks count from now: a kept store's deadline is long
-/// past, and would interrupt the call at its first check.
+/// Readies an instance for a call: a new state context, the function's
+/// variables as they are now, the call's deadline and clock. Epoch ticks
+/// count from now: a kept store's deadline is long past, and would
+/// interrupt the call at its first check.
 fn rearm(
     instance: &mut PinnedCall,
     state: StateCtx,
+    config: Arc<FunctionConfig>,
     deadline: Instant,
     clock: crate::sched::CallClock,
 ) {
     instance.store_mut().set_epoch_deadline(1);
     let data = instance.store_mut().data_mut();
     data.state = state;
+    data.config = config;
     data.deadline = deadline;
     data.outbound.deadline = deadline;
     data.limits.denied = false;

@@ -96,7 +96,7 @@ pub(super) fn check_imports(bytes: &[u8]) -> Result<(), RegistryError> {
         Err(e) => Err(RegistryError::Invalid(e)),
         Ok(missing) if !missing.is_empty() => Err(RegistryError::Link(format!(
             "this node does not provide {} (it provides WASI 0.2 with wasi:http, \
-             wasi:keyvalue@0.2.0-draft and edge:function)",
+             wasi:keyvalue@0.2.0-draft, wasi:config@0.2.0-rc.1 and edge:function)",
             missing.join(", ")
         ))),
         Ok(_) => Ok(()),
