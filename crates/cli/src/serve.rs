@@ -59,6 +59,20 @@ pub fn resolve(args: ServeArgs) -> Result<Settings> {
     if !settings.mqtt_triggers.is_empty() && settings.mqtt_broker.is_none() {
         bail!("--mqtt-trigger needs --mqtt-broker mqtt://host[:port]");
     }
+    match (&settings.mqtt_client_cert, &settings.mqtt_client_key) {
+        (None, None) => {}
+        (Some(_), Some(_)) => {
+            if !settings.mqtt_broker.as_ref().is_some_and(|b| b.tls) {
+                bail!("--mqtt-client-cert is for an mqtts:// broker");
+            }
+            if settings.tls_ca.is_none() {
+                bail!(
+                    "--mqtt-client-cert needs --tls-ca: the authority of the broker's certificate"
+                );
+            }
+        }
+        _ => bail!("--mqtt-client-cert and --mqtt-client-key go together"),
+    }
     Ok(settings)
 }
 
@@ -196,7 +210,7 @@ pub async fn serve(args: Settings) -> Result<()> {
         }
     };
     let node = Arc::new(node);
-    start_triggers(&node, &args);
+    start_triggers(&node, &args)?;
     edge_http::serve(listener, node, server, stop).await?;
     if let Some(why) = storage.failed() {
         // Leave at once, without destructors: sled's threads may wait for
@@ -216,8 +230,18 @@ pub async fn serve(args: Settings) -> Result<()> {
     Ok(())
 }
 
+/// The certificate chain and key the node presents to the MQTT broker.
+fn mqtt_identity(s: &Settings) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+    let read =
+        |p: &std::path::Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+    match (&s.mqtt_client_cert, &s.mqtt_client_key) {
+        (Some(cert), Some(key)) => Ok(Some((read(cert)?, read(key)?))),
+        _ => Ok(None),
+    }
+}
+
 /// Subscribes the MQTT triggers and starts the timers.
-fn start_triggers(node: &Arc<Node>, s: &Settings) {
+fn start_triggers(node: &Arc<Node>, s: &Settings) -> Result<()> {
     if let Some(broker) = s
         .mqtt_broker
         .as_ref()
@@ -225,11 +249,19 @@ fn start_triggers(node: &Arc<Node>, s: &Settings) {
     {
         let id = edge_triggers::mqtt::client_id(&s.data_dir);
         tracing::info!(client_id = %id, triggers = s.mqtt_triggers.len(), "MQTT triggers");
-        edge_triggers::mqtt::spawn(node.clone(), broker.clone(), s.mqtt_triggers.clone(), id);
+        let identity = mqtt_identity(s)?;
+        let subscription = edge_triggers::mqtt::Subscription {
+            broker: broker.clone(),
+            triggers: s.mqtt_triggers.clone(),
+            client_id: id,
+            identity,
+        };
+        edge_triggers::mqtt::spawn(node.clone(), subscription);
     }
     for t in &s.timer_triggers {
         edge_triggers::timer::spawn(node.clone(), t.clone());
     }
+    Ok(())
 }
 
 async fn shutdown_signal() {

@@ -217,6 +217,14 @@ settings! {
         #[arg(long, env = "EDGE_MQTT_BROKER")]
         #[serde(default, deserialize_with = "from_text")]
         mqtt_broker: MqttBroker;
+        /// The certificate chain (PEM) the node presents to an mqtts://
+        /// broker that asks for one (mutual TLS); needs --mqtt-client-key
+        /// and --tls-ca (the authority of the broker's certificate).
+        #[arg(long, env = "EDGE_MQTT_CLIENT_CERT")]
+        mqtt_client_cert: PathBuf;
+        /// The private key of --mqtt-client-cert (PEM).
+        #[arg(long, env = "EDGE_MQTT_CLIENT_KEY")]
+        mqtt_client_key: PathBuf;
     }
 }
 

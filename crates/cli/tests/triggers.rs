@@ -11,11 +11,18 @@ use support::{Mosquitto, TestNode, free_addr, guests};
 
 /// A test client subscribed to `filter`; the replies it receives arrive on
 /// the returned channel as (topic, payload).
+/// How the test's own client speaks TLS: the CA it trusts, and the
+/// certificate and key it presents if any.
+struct Tls<'a> {
+    ca: &'a str,
+    identity: Option<(Vec<u8>, Vec<u8>)>,
+}
+
 async fn listener(
     port: u16,
     filter: &str,
     login: Option<(&str, &str)>,
-    tls_ca: Option<&str>,
+    tls: Option<Tls<'_>>,
 ) -> (
     AsyncClient,
     tokio::sync::mpsc::UnboundedReceiver<(String, String)>,
@@ -24,12 +31,12 @@ async fn listener(
     if let Some((user, password)) = login {
         options.set_credentials(user, password);
     }
-    if let Some(ca) = tls_ca {
+    if let Some(tls) = tls {
         options.set_transport(rumqttc::Transport::tls_with_config(
             rumqttc::TlsConfiguration::Simple {
-                ca: ca.as_bytes().to_vec(),
+                ca: tls.ca.as_bytes().to_vec(),
                 alpn: None,
-                client_auth: None,
+                client_auth: tls.identity,
             },
         ));
     }
@@ -39,7 +46,14 @@ async fn listener(
     let (subscribed_tx, subscribed) = tokio::sync::oneshot::channel();
     let mut subscribed_tx = Some(subscribed_tx);
     tokio::spawn(async move {
-        while let Ok(event) = events.poll().await {
+        loop {
+            let event = match events.poll().await {
+                Ok(event) => event,
+                Err(e) => {
+                    eprintln!("test client: {e}");
+                    break;
+                }
+            };
             match event {
                 Event::Incoming(Packet::SubAck(_)) => {
                     if let Some(s) = subscribed_tx.take() {
@@ -236,7 +250,11 @@ async fn an_mqtts_broker_is_reached_over_tls_trusting_the_nodes_ca() {
     )
     .await;
     node.deploy("counter", guests::COUNTER).await;
-    let (client, mut rx) = listener(broker.port, "echo/#", None, Some(&ca)).await;
+    let tls = Tls {
+        ca: &ca,
+        identity: None,
+    };
+    let (client, mut rx) = listener(broker.port, "echo/#", None, Some(tls)).await;
     answered(&client, &mut rx, "secure/a").await;
     while rx.try_recv().is_ok() {}
     for _ in 0..3 {
@@ -247,6 +265,80 @@ async fn an_mqtts_broker_is_reached_over_tls_trusting_the_nodes_ca() {
     }
     let got = replies(&mut rx, 3, Duration::from_secs(10)).await;
     assert_eq!(got["echo/secure/b"], counting(1, 3));
+}
+
+/// A broker that asks every client for a certificate: the node presents
+/// its own (`--mqtt-client-cert`/`--mqtt-client-key`) and is served; a node
+/// without one is refused at the handshake and calls nothing, yet keeps
+/// serving. Settings that cannot work stop the node with a message.
+#[tokio::test]
+async fn a_broker_requiring_client_certificates_serves_the_node_that_has_one() {
+    let certs = tempfile::tempdir().unwrap();
+    let ca = support::make_certificates(certs.path());
+    let broker = Mosquitto::start_mutual_tls(certs.path()).await;
+    let url = format!("mqtts://127.0.0.1:{}", broker.port);
+    let file = |name: &str| certs.path().join(name).display().to_string();
+    let (ca_file, cert, key) = (file("ca.pem"), file("cert.pem"), file("key.pem"));
+    let tls = ["--mqtt-broker", &url, "--tls-ca", &ca_file];
+    let identity = ["--mqtt-client-cert", &cert, "--mqtt-client-key", &key];
+    let data = tempfile::tempdir().unwrap();
+    let trigger = ["--mqtt-trigger", "mutual/#=counter>echo/{topic}"];
+    let node = TestNode::start(data.path(), &[&tls[..], &identity, &trigger].concat()).await;
+    node.deploy("counter", guests::COUNTER).await;
+    let pem = |name: &str| std::fs::read(certs.path().join(name)).unwrap();
+    let own = Tls {
+        ca: &ca,
+        identity: Some((pem("cert.pem"), pem("key.pem"))),
+    };
+    let (client, mut rx) = listener(broker.port, "echo/#", None, Some(own)).await;
+    answered(&client, &mut rx, "mutual/a").await;
+
+    // Without a certificate: refused by the broker, nothing called.
+    let bare_data = tempfile::tempdir().unwrap();
+    let other = ["--mqtt-trigger", "bare/#=counter>echo/{topic}"];
+    let bare = TestNode::start(bare_data.path(), &[&tls[..], &other].concat()).await;
+    bare.deploy("counter", guests::COUNTER).await;
+    for _ in 0..3 {
+        client
+            .publish("bare/x", QoS::AtLeastOnce, false, "")
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(bare.metric("edge_trigger_calls_total").await, 0.0);
+    assert!(bare.healthy().await);
+    assert!(node.healthy().await);
+
+    let refused = tempfile::tempdir().unwrap();
+    let plain = "mqtt://127.0.0.1:1883";
+    for (args, said) in [
+        (
+            vec![
+                "--mqtt-broker",
+                &url,
+                "--tls-ca",
+                &ca_file,
+                "--mqtt-client-cert",
+                &cert,
+            ],
+            "go together",
+        ),
+        (
+            [&["--mqtt-broker", url.as_str()][..], &identity].concat(),
+            "needs --tls-ca",
+        ),
+        (
+            [
+                &["--mqtt-broker", plain, "--tls-ca", &ca_file][..],
+                &identity,
+            ]
+            .concat(),
+            "mqtts://",
+        ),
+    ] {
+        let message = support::serve_refuses(refused.path(), &args);
+        assert!(message.contains(said), "{args:?}: {message}");
+    }
 }
 
 #[tokio::test]

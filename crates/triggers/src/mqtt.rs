@@ -182,11 +182,31 @@ pub fn client_id(data_dir: &std::path::Path) -> String {
     format!("edge-node-{}", &hex::encode(digest)[..16])
 }
 
-/// Subscribes `node` to `triggers` on `broker` for as long as the process
-/// runs, reconnecting (and resubscribing) after a lost connection. Over
-/// TLS, the broker's certificate must come from the node's `tls_roots`
-/// when it has some, else from an authority the system trusts.
-pub fn spawn(node: Arc<Node>, broker: MqttBroker, triggers: Vec<MqttTrigger>, client_id: String) {
+/// What the node subscribes to, and how it connects.
+pub struct Subscription {
+    /// The broker.
+    pub broker: MqttBroker,
+    /// The subscriptions.
+    pub triggers: Vec<MqttTrigger>,
+    /// The node's client id (see [`client_id`]).
+    pub client_id: String,
+    /// The certificate chain and key (PEM) presented to an `mqtts://`
+    /// broker that asks for one.
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+/// Subscribes `node` to the triggers on the broker for as long as the
+/// process runs, reconnecting (and resubscribing) after a lost connection.
+/// Over TLS, the broker's certificate must come from the node's
+/// `tls_roots` when it has some, else from an authority the system trusts;
+/// with an identity, the node presents it (mutual TLS).
+pub fn spawn(node: Arc<Node>, subscription: Subscription) {
+    let Subscription {
+        broker,
+        triggers,
+        client_id,
+        identity,
+    } = subscription;
     let mut options = MqttOptions::new(client_id, broker.host.clone(), broker.port);
     options.set_keep_alive(Duration::from_secs(15));
     options.set_clean_session(false);
@@ -199,7 +219,7 @@ pub fn spawn(node: Arc<Node>, broker: MqttBroker, triggers: Vec<MqttTrigger>, cl
             Some(pem) => rumqttc::TlsConfiguration::Simple {
                 ca: pem.clone(),
                 alpn: None,
-                client_auth: None,
+                client_auth: identity,
             },
             None => rumqttc::TlsConfiguration::default(),
         };

@@ -575,21 +575,27 @@ pub struct Mosquitto {
 
 impl Mosquitto {
     pub async fn start() -> Mosquitto {
-        Self::spawn(None, None).await
+        Self::spawn(None, None, false).await
     }
 
     /// A broker that lets in only `user` with `password`.
     pub async fn start_with_password(user: &str, password: &str) -> Mosquitto {
-        Self::spawn(Some((user, password)), None).await
+        Self::spawn(Some((user, password)), None, false).await
     }
 
     /// A broker that speaks only TLS, with the certificates
     /// [`make_certificates`] wrote in `certs`.
     pub async fn start_tls(certs: &Path) -> Mosquitto {
-        Self::spawn(None, Some(certs)).await
+        Self::spawn(None, Some(certs), false).await
     }
 
-    async fn spawn(login: Option<(&str, &str)>, certs: Option<&Path>) -> Mosquitto {
+    /// As [`Mosquitto::start_tls`], and every client must present a
+    /// certificate the same CA signed (mutual TLS).
+    pub async fn start_mutual_tls(certs: &Path) -> Mosquitto {
+        Self::spawn(None, Some(certs), true).await
+    }
+
+    async fn spawn(login: Option<(&str, &str)>, certs: Option<&Path>, mutual: bool) -> Mosquitto {
         let addr = free_addr();
         let port: u16 = addr.rsplit_once(':').unwrap().1.parse().unwrap();
         let mut command = std::process::Command::new("mosquitto");
@@ -603,7 +609,7 @@ impl Mosquitto {
                 let file = dir.path().join("mosquitto.conf");
                 let pem = |name: &str| certs.join(name).display().to_string();
                 let text = format!(
-                    "listener {port} 127.0.0.1\nallow_anonymous true\ncafile {}\ncertfile {}\nkeyfile {}\n",
+                    "listener {port} 127.0.0.1\nallow_anonymous true\ncafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate {mutual}\n",
                     pem("ca.pem"),
                     pem("cert.pem"),
                     pem("key.pem")
@@ -661,20 +667,25 @@ impl Drop for Mosquitto {
     }
 }
 
-/// A CA, and one certificate it signed for 127.0.0.1 and localhost, as PEM
-/// files in `dir`: `ca.pem`, `cert.pem`, `key.pem`.
+/// A CA, and one certificate it signed for 127.0.0.1 and localhost (also
+/// good as a client certificate), as PEM files in `dir`: `ca.pem`,
+/// `cert.pem`, `key.pem`.
 pub fn make_certificates(dir: &Path) -> String {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
     let ca_key = KeyPair::generate().unwrap();
     let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    // Names of their own: a leaf named like its issuer looks self-signed
+    // to OpenSSL (a broker checking client certificates).
+    ca.distinguished_name
+        .push(DnType::CommonName, "edge-node test CA");
     let ca = ca.self_signed(&ca_key).unwrap();
     let key = KeyPair::generate().unwrap();
     let names = vec!["127.0.0.1".to_owned(), "localhost".to_owned()];
-    let cert = CertificateParams::new(names)
-        .unwrap()
-        .signed_by(&key, &ca, &ca_key)
-        .unwrap();
+    let mut leaf = CertificateParams::new(names).unwrap();
+    leaf.distinguished_name
+        .push(DnType::CommonName, "127.0.0.1");
+    let cert = leaf.signed_by(&key, &ca, &ca_key).unwrap();
     std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
     std::fs::write(dir.join("cert.pem"), cert.pem()).unwrap();
     std::fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
