@@ -399,9 +399,10 @@ async fn sixty_four_http_clients_on_one_session_and_many_lose_nothing() {
 }
 
 /// Two nodes sharing Redis: a request for a session whose state the other
-/// node holds is redirected to the same path there, and served there.
+/// node holds is passed there and answered from there; a request for a
+/// function only the other node has goes there too.
 #[tokio::test]
-async fn a_wasi_http_request_for_a_session_held_elsewhere_goes_to_its_owner() {
+async fn wasi_http_requests_reach_the_session_owner_and_the_function_from_any_node() {
     let redis = RedisServer::start().await;
     let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
     let store = ["--remote-store", redis.url.as_str()];
@@ -426,17 +427,31 @@ async fn a_wasi_http_request_for_a_session_held_elsewhere_goes_to_its_owner() {
         .build()
         .unwrap();
     let r = direct
-        .get(b.at("/http-kv/incr/n?x=1"))
+        .get(b.at("/http-kv/incr/n"))
         .header("edge-session", "s")
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 307);
-    assert_eq!(header(&r, "location"), a.at("/http-kv/incr/n?x=1"));
-    // A client that follows redirects gets A's answer on A's state.
-    assert_eq!(
-        web(&b, Some("s"), "/incr/n").await,
-        (200, "3".into(), "s".into())
-    );
+    assert_eq!(r.status(), 200, "served through B, not redirected");
+    assert_eq!(header(&r, "edge-owner"), a.url);
+    assert_eq!(header(&r, "edge-session"), "s");
+    assert_eq!(r.text().await.unwrap(), "3");
     assert_eq!(web(&a, Some("s"), "/get/n").await.1, "3");
+
+    // hello-http only at A: B passes its requests there once it knows.
+    a.deploy("hello-http", guests::HELLO_HTTP).await;
+    let until = Instant::now() + Duration::from_secs(10);
+    let r = loop {
+        let r = direct.get(b.at("/hello-http/")).send().await.unwrap();
+        if r.status() == 200 || Instant::now() > until {
+            break r;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "edge-owner"), a.url);
+    assert_eq!(r.text().await.unwrap(), "hello, world\n");
+    // A function no node has is still 404 at once.
+    let r = direct.get(b.at("/nowhere/")).send().await.unwrap();
+    assert_error(r, 404, "not_found").await;
 }

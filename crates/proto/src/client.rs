@@ -319,6 +319,43 @@ impl PeerClient {
             }))
     }
 
+    /// Passes a request for a `wasi:http` function on to `node` as it came
+    /// (`method`, `path` with its query, `headers` but the hop-by-hop ones,
+    /// `body`), marked as passed so that `node` does not pass it on again,
+    /// with the cluster's token; never sent twice (a request acts). The
+    /// answer's status and headers come within `timeout`; its body streams.
+    pub async fn pass_http(
+        &self,
+        node: &str,
+        method: reqwest::Method,
+        path: &str,
+        headers: &HeaderMap,
+        body: Bytes,
+        timeout: Duration,
+    ) -> Result<reqwest::Response, PeerError> {
+        let url = format!("{}{path}", node.trim_end_matches('/'));
+        let target = reqwest::Url::parse(&url).map_err(|_| PeerError::Url(url.clone()))?;
+        let mut passed = HeaderMap::new();
+        for (name, value) in headers {
+            if !crate::routes::HOP_BY_HOP.contains(&name.as_str()) {
+                passed.append(name.clone(), value.clone());
+            }
+        }
+        let request = self
+            .http
+            .request(method, target)
+            .headers(passed)
+            .header(crate::routes::FORWARDED_HEADER, "1")
+            .body(body);
+        tokio::time::timeout(timeout, request.send())
+            .await
+            .map_err(|_| PeerError::Timeout {
+                url: url.clone(),
+                after: timeout,
+            })?
+            .map_err(|e| unreachable(&url, &e))
+    }
+
     /// Hands session `id` with `entries` to the node at `to`, which must
     /// take it in local-state mode and have every one of `functions`.
     pub async fn import(

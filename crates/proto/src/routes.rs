@@ -23,6 +23,23 @@ pub const FORWARDED_HEADER: &str = "edge-forwarded";
 /// `0` when a StateLocal state fetched from its owner has no value.
 pub const STATE_PRESENT_HEADER: &str = "edge-state-present";
 
+/// Headers about one connection, not the request: a request passed to
+/// another node, and its answer passed back, go without them (and without
+/// the client's token: the hop presents the cluster's).
+pub const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    "content-length",
+    "authorization",
+];
+
 /// `base` followed by `segments`, each escaped.
 pub fn endpoint(base: &str, segments: &[&str]) -> Result<reqwest::Url, PeerError> {
     let mut url = reqwest::Url::parse(base).map_err(|_| PeerError::Url(base.to_owned()))?;
