@@ -1,19 +1,18 @@
 #!/usr/bin/env bash
-# Footprint of a release edge-node, as the README reports it: binary size
-# (stripped), idle RSS, and RSS after 100 deployed functions and 100 pinned
-# sessions. Usage: scripts/footprint.sh [--profile pi|default]
+# Footprint of edge-node as a device gets it (the `dist` build profile:
+# whole-program LTO, no symbols), as the README reports it: binary size, idle
+# RSS, and RSS after 100 deployed functions and 100 pinned sessions.
+# Usage: scripts/footprint.sh [--profile pi|default]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 profile=pi
 [ "${1:-}" = "--profile" ] && profile=${2:-pi}
 command -v curl >/dev/null || { echo "missing curl"; exit 2; }
-cargo build --release --locked -p edge-node --bin edge-node
+cargo build --profile dist --locked -p edge-node --bin edge-node
 (cd guest-examples && cargo build --release --locked --target wasm32-wasip2 --target-dir ../target/guests)
-BIN=target/release/edge-node
+BIN=target/dist/edge-node
 G=target/guests/wasm32-wasip2/release
-stripped=$(mktemp); cp "$BIN" "$stripped"; strip "$stripped"
-echo "binary: $(stat -c %s "$BIN") bytes as built, $(stat -c %s "$stripped") stripped"
-rm -f "$stripped"
+echo "binary: $(stat -c %s "$BIN") bytes (dist profile: fat LTO, symbols stripped)"
 work=$(mktemp -d)
 "$BIN" serve --profile "$profile" --listen 127.0.0.1:0 --data-dir "$work/data" --max-local-sessions 128 --max-instances 160 >"$work/out" 2>/dev/null &
 pid=$!
