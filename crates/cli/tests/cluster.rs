@@ -253,10 +253,7 @@ fn signal(pid: u32, signal: &str) {
 #[tokio::test]
 async fn a_paused_node_cannot_commit_to_a_session_another_node_took() {
     let redis = RedisServer::start().await;
-    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
-    let store = ["--remote-store", redis.url.as_str()];
-    let a = TestNode::start(dirs[0].path(), &store).await;
-    let b = TestNode::start(dirs[1].path(), &store).await;
+    let (_dirs, a, b) = support::two_sharing(&redis).await;
     for n in [&a, &b] {
         n.deploy("counter", guests::COUNTER).await;
     }
@@ -301,10 +298,7 @@ async fn a_paused_node_cannot_commit_to_a_session_another_node_took() {
 #[tokio::test]
 async fn a_migration_needs_the_function_at_the_target_and_deploy_all_puts_it_there() {
     let redis = RedisServer::start().await;
-    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
-    let store = ["--remote-store", redis.url.as_str()];
-    let a = TestNode::start(dirs[0].path(), &store).await;
-    let b = TestNode::start(dirs[1].path(), &store).await;
+    let (_dirs, a, b) = support::two_sharing(&redis).await;
     a.deploy("counter", guests::COUNTER).await;
     wait_for_members(&a, &[&a.url, &b.url], Duration::from_secs(5)).await;
     a.set_mode("s", "local").await;

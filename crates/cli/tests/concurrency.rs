@@ -12,7 +12,7 @@
 mod support;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use support::{TestNode, env_or, guests};
 
@@ -82,7 +82,6 @@ async fn sixty_four_clients_per_group_never_wedge_the_node_and_lose_nothing() {
         assert!(set_mode(&http(), &node, &format!("local-{i}"), "local").await);
     }
     let until = Instant::now() + Duration::from_secs(secs);
-    let stop = Arc::new(AtomicBool::new(false));
 
     // 64 clients, each on a local-state session of its own: its count is
     // exactly its own successful calls.
@@ -156,29 +155,7 @@ async fn sixty_four_clients_per_group_never_wedge_the_node_and_lose_nothing() {
     };
 
     // /healthz must answer within 2 s every time, all along.
-    let health = {
-        let (node, stop) = (node.clone(), stop.clone());
-        tokio::spawn(async move {
-            let http = http();
-            let mut checks = 0;
-            while !stop.load(Ordering::Relaxed) {
-                let started = Instant::now();
-                let r = http
-                    .get(node.at("/healthz"))
-                    .timeout(Duration::from_secs(2))
-                    .send()
-                    .await;
-                assert!(
-                    matches!(&r, Ok(r) if r.status() == 200),
-                    "healthz failed after {checks} checks ({:?}): {r:?}",
-                    started.elapsed()
-                );
-                checks += 1;
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            checks
-        })
-    };
+    let health = support::HealthWatch::start(&node);
 
     let mut local_total = 0;
     for (i, c) in locals.into_iter().enumerate() {
@@ -191,8 +168,7 @@ async fn sixty_four_clients_per_group_never_wedge_the_node_and_lose_nothing() {
         c.await.unwrap();
     }
     let moved = mover.await.unwrap();
-    stop.store(true, Ordering::Relaxed);
-    let checks = health.await.unwrap();
+    let checks = health.stop().await;
     let shared = shared_ok.load(Ordering::Relaxed);
     let stored = count(&http(), &node, "shared").await.unwrap();
     assert_eq!(stored, shared + 1, "shared remote session");

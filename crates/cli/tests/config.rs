@@ -127,7 +127,7 @@ async fn bad_configurations_are_refused_and_change_nothing() {
             "invalid_option",
         ),
         (
-            json!({ "k": "v".repeat(2 << 20) }).to_string(),
+            json!({ "k": "v".repeat((1 << 20) + 100) }).to_string(),
             413,
             "body_too_large",
         ),

@@ -7,7 +7,7 @@
 mod support;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use support::{RedisServer, TestNode, assert_error, guests, header};
 
@@ -188,28 +188,7 @@ async fn sixty_four_clients_mixing_both_apis_lose_no_increment() {
             })
         })
         .collect();
-    let stop = Arc::new(AtomicBool::new(false));
-    let health = {
-        let (node, stop) = (node.clone(), stop.clone());
-        tokio::spawn(async move {
-            let http = reqwest::Client::new();
-            let mut checks = 0u32;
-            while !stop.load(Ordering::Relaxed) {
-                let r = http
-                    .get(node.at("/healthz"))
-                    .timeout(Duration::from_secs(2))
-                    .send()
-                    .await;
-                assert!(
-                    matches!(&r, Ok(r) if r.status() == 200),
-                    "healthz after {checks}: {r:?}"
-                );
-                checks += 1;
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            checks
-        })
-    };
+    let health = support::HealthWatch::start(&node);
     let mut own_total = 0;
     for client in clients {
         let (session, ok) = client.await.unwrap();
@@ -222,13 +201,12 @@ async fn sixty_four_clients_mixing_both_apis_lose_no_increment() {
             own_total += ok;
         }
     }
-    stop.store(true, Ordering::Relaxed);
-    let checks = health.await.unwrap();
+    let checks = health.stop().await;
     let shared = shared_ok.load(Ordering::Relaxed);
     let (stored, _) = kv(&node, "shared", "get count").await;
     assert_eq!(stored.parse::<u64>().unwrap(), shared, "shared session");
     assert!(shared > 0 && own_total > 0, "{shared} {own_total}");
-    assert!(u64::from(checks) >= secs, "{checks} health checks");
+    assert!(checks >= secs, "{checks} health checks");
     eprintln!("{secs} s: {shared} calls on the shared session, {own_total} on 64 local ones");
 }
 
@@ -362,25 +340,7 @@ async fn sixty_four_http_clients_on_one_session_and_many_lose_nothing() {
             })
         })
         .collect();
-    let stop = Arc::new(AtomicBool::new(false));
-    let health = {
-        let (node, stop) = (node.clone(), stop.clone());
-        tokio::spawn(async move {
-            let http = reqwest::Client::new();
-            let mut checks = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                let r = http
-                    .get(node.at("/healthz"))
-                    .timeout(Duration::from_secs(2))
-                    .send()
-                    .await;
-                assert!(matches!(&r, Ok(r) if r.status() == 200), "healthz: {r:?}");
-                checks += 1;
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            checks
-        })
-    };
+    let health = support::HealthWatch::start(&node);
     let (mut one, mut own) = (0, 0);
     for client in clients {
         let (session, ok) = client.await.unwrap();
@@ -391,8 +351,7 @@ async fn sixty_four_http_clients_on_one_session_and_many_lose_nothing() {
             own += ok;
         }
     }
-    stop.store(true, Ordering::Relaxed);
-    assert!(health.await.unwrap() >= secs, "health checks");
+    assert!(health.stop().await >= secs, "health checks");
     assert_eq!(kv(&node, "one", "get n").await.0, one.to_string());
     assert!(one > 0 && own > 0, "{one} {own}");
     eprintln!("{secs} s: {one} requests on one session, {own} on 64 of their own");
@@ -404,10 +363,7 @@ async fn sixty_four_http_clients_on_one_session_and_many_lose_nothing() {
 #[tokio::test]
 async fn wasi_http_requests_reach_the_session_owner_and_the_function_from_any_node() {
     let redis = RedisServer::start().await;
-    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
-    let store = ["--remote-store", redis.url.as_str()];
-    let a = TestNode::start(dirs[0].path(), &store).await;
-    let b = TestNode::start(dirs[1].path(), &store).await;
+    let (_dirs, a, b) = support::two_sharing(&redis).await;
     for n in [&a, &b] {
         n.deploy("http-kv", guests::HTTP_KV).await;
     }

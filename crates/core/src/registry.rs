@@ -465,15 +465,26 @@ impl Registry {
         name: &str,
         record: Option<Vec<u8>>,
     ) -> Result<Option<sled::IVec>, RegistryError> {
-        let (meta, name) = (self.meta.clone(), name.to_owned());
+        self.put_in(&self.meta, name, record).await
+    }
+
+    /// Writes (or removes) `name`'s entry in `tree` durably, through the
+    /// writer thread; returns the entry it replaced.
+    async fn put_in(
+        &self,
+        tree: &sled::Tree,
+        name: &str,
+        record: Option<Vec<u8>>,
+    ) -> Result<Option<sled::IVec>, RegistryError> {
+        let (tree, name) = (tree.clone(), name.to_owned());
         let previous = self
             .writer
             .write(move |_| {
                 Ok(match record {
-                    Some(r) => meta
+                    Some(r) => tree
                         .insert(name.as_bytes(), r)
                         .map_err(edge_store_sled::store_error)?,
-                    None => meta
+                    None => tree
                         .remove(name.as_bytes())
                         .map_err(edge_store_sled::store_error)?,
                 })

@@ -471,6 +471,54 @@ impl Drop for RedisServer {
     }
 }
 
+/// `/healthz` asked every 100 ms until [`HealthWatch::stop`]: every answer
+/// must be 200 within 2 s, or the watch panics (and the test with it).
+pub struct HealthWatch {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<u64>,
+}
+
+impl HealthWatch {
+    /// Starts watching `node`.
+    pub fn start(node: &TestNode) -> HealthWatch {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let (url, flag) = (node.at("/healthz"), stop.clone());
+        let task = tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            let mut checks = 0u64;
+            while !flag.load(Ordering::Relaxed) {
+                let started = std::time::Instant::now();
+                let r = http.get(&url).timeout(Duration::from_secs(2)).send().await;
+                assert!(
+                    matches!(&r, Ok(r) if r.status() == 200),
+                    "healthz failed after {checks} checks ({:?}): {r:?}",
+                    started.elapsed()
+                );
+                checks += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            checks
+        });
+        HealthWatch { stop, task }
+    }
+
+    /// Stops watching; the number of checks made, all answered.
+    pub async fn stop(self) -> u64 {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.task.await.unwrap()
+    }
+}
+
+/// Two nodes sharing `redis` (a cluster of two), with their data dirs.
+pub async fn two_sharing(redis: &RedisServer) -> (Vec<tempfile::TempDir>, TestNode, TestNode) {
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let store = ["--remote-store", redis.url.as_str()];
+    let a = TestNode::start(dirs[0].path(), &store).await;
+    let b = TestNode::start(dirs[1].path(), &store).await;
+    (dirs, a, b)
+}
+
 /// Runs the real CLI, `edge-node ARGS…`, which must succeed; returns its
 /// standard output.
 pub async fn cli_ok(args: &[&str]) -> String {

@@ -147,17 +147,7 @@ impl Registry {
     }
 
     async fn write_config(&self, name: &str, record: Option<Vec<u8>>) -> Result<(), RegistryError> {
-        let (tree, key) = (self.configs.tree.clone(), name.to_owned());
-        self.writer
-            .write(move |_| {
-                match record {
-                    Some(r) => tree.insert(key.as_bytes(), r),
-                    None => tree.remove(key.as_bytes()),
-                }
-                .map_err(edge_store_sled::store_error)?;
-                Ok(())
-            })
-            .await?;
+        self.put_in(&self.configs.tree, name, record).await?;
         Ok(())
     }
 }

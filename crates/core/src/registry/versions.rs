@@ -43,17 +43,7 @@ impl Registry {
             }
             None => None,
         };
-        let (tree, key) = (self.previous.clone(), name.to_owned());
-        self.writer
-            .write(move |_| {
-                match record {
-                    Some(r) => tree.insert(key.as_bytes(), r),
-                    None => tree.remove(key.as_bytes()),
-                }
-                .map_err(edge_store_sled::store_error)?;
-                Ok(())
-            })
-            .await?;
+        self.put_in(&self.previous, name, record).await?;
         let displaced = {
             let mut map = self
                 .previous_infos
@@ -87,16 +77,9 @@ impl Registry {
         self.insert_loaded(function);
         // Not through `set_previous`: the version it displaces is the one
         // just made current, whose files stay.
-        let (tree, key) = (self.previous.clone(), name.to_owned());
         let record =
             serde_json::to_vec(&current.info).map_err(|e| RegistryError::Storage(e.to_string()))?;
-        self.writer
-            .write(move |_| {
-                tree.insert(key.as_bytes(), record)
-                    .map_err(edge_store_sled::store_error)?;
-                Ok(())
-            })
-            .await?;
+        self.put_in(&self.previous, name, Some(record)).await?;
         self.previous_infos
             .write()
             .unwrap_or_else(|p| p.into_inner())
