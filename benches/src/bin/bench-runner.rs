@@ -51,6 +51,9 @@ struct Args {
     /// Runs per throughput point: the table shows their median and range.
     #[arg(long, default_value_t = 3)]
     runs: u32,
+    /// Only the cold-start ladder and RSS, printed (no load, no report).
+    #[arg(long)]
+    ladder_only: bool,
 }
 
 /// Tools found on this machine.
@@ -566,6 +569,13 @@ fn main() -> Result<()> {
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let scratch = tempfile::tempdir()?;
     let started = Instant::now();
+    if args.ladder_only {
+        println!("| step | edge-node | wasmtime serve |\n|---|---:|---:|");
+        for [step, edge, wt] in ladder(&tools, scratch.path(), args.sessions)? {
+            println!("| {step} | {edge} | {wt} |");
+        }
+        return Ok(());
+    }
 
     eprintln!("throughput ({} s per point, wrk -t1):", args.duration);
     let rows = throughput(&tools, scratch.path(), args.duration, args.runs)?;

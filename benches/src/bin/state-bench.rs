@@ -38,6 +38,10 @@ struct Args {
     /// this many ms instead of before each answer.
     #[arg(long)]
     flush_interval_ms: Option<u64>,
+    /// One more argument for `edge-node serve` (repeatable), e.g.
+    /// `--node-arg=--state-cache-mib=0`.
+    #[arg(long = "node-arg", allow_hyphen_values = true)]
+    node_args: Vec<String>,
 }
 
 fn invoke(name: &str) -> Request {
@@ -67,6 +71,7 @@ fn main() -> Result<()> {
         .arg("--data-dir")
         .arg(scratch.path().join("node"))
         .args(["--max-local-sessions", "1000"])
+        .args(&args.node_args)
         .env("EDGE_LOG", "warn");
     let mut node = Server::spawn(cmd, addr)?;
     node.wait_listening(Duration::from_secs(30))?;

@@ -95,6 +95,7 @@ fn node_config(s: &Settings) -> Result<NodeConfig> {
         memory_bytes: s.compile_memory_mib << 20,
     };
     config.sled_cache_bytes = s.sled_cache_mib << 20;
+    config.state_cache_bytes = s.state_cache_mib << 20;
     config.engine = EngineConfig {
         max_instances: s.max_instances,
         max_memory_bytes: s.max_memory_mib << 20,

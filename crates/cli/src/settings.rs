@@ -107,6 +107,10 @@ settings! {
         /// sled's page cache, in MiB.
         #[arg(long)]
         sled_cache_mib: u64 = 32;
+        /// State kept in memory in front of sled, in MiB (0: none); local
+        /// sessions read from it.
+        #[arg(long)]
+        state_cache_mib: u64 = 16;
         /// Seconds a client may take to send request headers.
         #[arg(long)]
         header_timeout_secs: u64 = 10;
@@ -239,6 +243,7 @@ impl Profile {
                 compile_concurrency: Some(1),
                 compile_memory_mib: Some(768),
                 sled_cache_mib: Some(8),
+                state_cache_mib: Some(4),
                 max_local_sessions: Some(16),
                 max_pending_invocations: Some(128),
                 ..Layer::default()

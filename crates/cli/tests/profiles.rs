@@ -19,6 +19,7 @@ async fn the_pi_profile_serves_within_a_small_address_space() {
     assert_eq!(info["max_instances"], 32);
     assert_eq!(info["compile_concurrency"], 1);
     assert_eq!(info["sled_cache_bytes"], 8 << 20);
+    assert_eq!(info["state_cache_bytes"], 4 << 20);
     assert!(info["reserved_address_space"].as_u64().unwrap() < ULIMIT_KIB * 1024);
     for (name, path) in [
         ("echo", guests::ECHO),

@@ -137,6 +137,9 @@ pub struct NodeConfig {
     pub state_limits: StateLimits,
     /// sled's page cache.
     pub sled_cache_bytes: u64,
+    /// State records kept in memory in front of sled (0: none): a local
+    /// session's reads are served from memory.
+    pub state_cache_bytes: u64,
     /// Bytes of guest stdout/stderr logged per invocation; the rest is dropped.
     pub guest_log_bytes: usize,
     /// Where remote-state sessions keep their state.
@@ -196,6 +199,7 @@ impl NodeConfig {
             max_pending_invocations: 512,
             state_limits: StateLimits::default(),
             sled_cache_bytes: 32 << 20,
+            state_cache_bytes: 16 << 20,
             guest_log_bytes: 16 << 10,
             remote_store: RemoteStore::Local,
             max_local_sessions: 64,

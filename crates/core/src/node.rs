@@ -117,11 +117,19 @@ impl Node {
             metrics.clone(),
         )
         .await?;
-        let local = Arc::new(SledStore::with_writer(writer.clone())?);
+        let local = Arc::new(SledStore::with_cache(
+            writer.clone(),
+            usize::try_from(config.state_cache_bytes).unwrap_or(usize::MAX),
+        )?);
         let peer = match &config.tls_roots {
             Some(pem) => PeerClient::with_roots(config.auth.outgoing(), pem)?,
             None => PeerClient::new(config.auth.outgoing()),
         };
+        // A node of a cluster talks to other nodes soon: its client is made
+        // meanwhile. A lone node never waits for the system's roots.
+        if !config.peers.is_empty() || !matches!(config.remote_store, RemoteStore::Local) {
+            peer.prepare();
+        }
         let me = config.url();
         // With a shared Redis: one connection for the store, the session
         // directory and the membership.

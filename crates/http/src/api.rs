@@ -291,6 +291,7 @@ async fn node_info(State(node): State<AppState>) -> Json<serde_json::Value> {
         "compile_timeout_secs": c.compile.timeout.as_secs_f64(),
         "compile_memory_mib": c.compile.memory_bytes >> 20,
         "sled_cache_bytes": c.sled_cache_bytes,
+        "state_cache_bytes": c.state_cache_bytes,
         "max_local_sessions": c.max_local_sessions,
         "demote_idle_ms": c.demote_idle.as_millis() as u64,
         "local_sessions": node.metrics().local_sessions.get(),

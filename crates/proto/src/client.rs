@@ -8,6 +8,7 @@ use bytes::Bytes;
 use edge_host_api::Versioned;
 use reqwest::header::{HeaderMap, HeaderValue};
 use serde::de::DeserializeOwned;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 /// How long an idle connection is kept: below a peer's header-read timeout
@@ -215,9 +216,41 @@ impl Answer {
 }
 
 /// The pooled client for other nodes. Cheap to clone.
+///
+/// Made by [`PeerClient::new`], it loads the system's certificate
+/// authorities (a few hundred files to read and parse: milliseconds a
+/// starting node should not wait for) on first use, or in the background
+/// after [`PeerClient::prepare`].
 #[derive(Clone)]
 pub struct PeerClient {
-    http: reqwest::Client,
+    inner: Arc<Lazy>,
+}
+
+struct Lazy {
+    token: Option<String>,
+    http: OnceLock<reqwest::Client>,
+}
+
+/// The HTTP client: the token on every request, the system's roots and
+/// `roots` trusted.
+fn build(
+    token: Option<&str>,
+    roots: Vec<reqwest::Certificate>,
+) -> Result<reqwest::Client, PeerError> {
+    let mut headers = HeaderMap::new();
+    if let Some(Ok(v)) = token.map(|t| HeaderValue::from_str(&format!("Bearer {t}"))) {
+        headers.insert(reqwest::header::AUTHORIZATION, v);
+    }
+    let mut builder = reqwest::Client::builder()
+        .default_headers(headers)
+        .pool_idle_timeout(POOL_IDLE)
+        .tcp_nodelay(true);
+    for root in roots {
+        builder = builder.add_root_certificate(root);
+    }
+    builder
+        .build()
+        .map_err(|e| PeerError::Tls(format!("building the HTTP client: {e}")))
 }
 
 impl Default for PeerClient {
@@ -230,40 +263,55 @@ impl PeerClient {
     /// A client that presents `token` (the cluster token) on every request
     /// and trusts the system's certificate authorities for `https://` nodes.
     pub fn new(token: Option<&str>) -> Self {
-        Self::build(token, Vec::new()).unwrap_or_else(|_| Self {
-            // The builder fails only on a TLS backend or root store that
-            // cannot be set up; a client without them then.
-            http: reqwest::Client::new(),
-        })
+        Self {
+            inner: Arc::new(Lazy {
+                token: token.map(str::to_owned),
+                http: OnceLock::new(),
+            }),
+        }
     }
 
     /// As [`PeerClient::new`], also trusting the certificate authorities in
-    /// `pem` (one or more PEM certificates): a cluster's own CA.
+    /// `pem` (one or more PEM certificates): a cluster's own CA. The client
+    /// is made now, so a bad CA file is refused at once.
     pub fn with_roots(token: Option<&str>, pem: &[u8]) -> Result<Self, PeerError> {
         let roots = reqwest::Certificate::from_pem_bundle(pem)
             .map_err(|e| PeerError::Tls(format!("the CA certificates: {e}")))?;
         if roots.is_empty() {
             return Err(PeerError::Tls("no certificate in the CA file".into()));
         }
-        Self::build(token, roots)
+        let http = build(token, roots)?;
+        Ok(Self {
+            inner: Arc::new(Lazy {
+                token: token.map(str::to_owned),
+                http: OnceLock::from(http),
+            }),
+        })
     }
 
-    fn build(token: Option<&str>, roots: Vec<reqwest::Certificate>) -> Result<Self, PeerError> {
-        let mut headers = HeaderMap::new();
-        if let Some(Ok(v)) = token.map(|t| HeaderValue::from_str(&format!("Bearer {t}"))) {
-            headers.insert(reqwest::header::AUTHORIZATION, v);
+    /// Makes the client on a thread of its own now, so the first request
+    /// finds it ready.
+    pub fn prepare(&self) {
+        let client = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("edge-peer-client".into())
+            .spawn(move || {
+                client.http();
+            });
+        if let Err(e) = spawned {
+            tracing::debug!(error = %e, "the client is made on first use instead");
         }
-        let mut builder = reqwest::Client::builder()
-            .default_headers(headers)
-            .pool_idle_timeout(POOL_IDLE)
-            .tcp_nodelay(true);
-        for root in roots {
-            builder = builder.add_root_certificate(root);
-        }
-        let http = builder
-            .build()
-            .map_err(|e| PeerError::Tls(format!("building the HTTP client: {e}")))?;
-        Ok(Self { http })
+    }
+
+    fn http(&self) -> &reqwest::Client {
+        self.inner.http.get_or_init(|| {
+            build(self.inner.token.as_deref(), Vec::new()).unwrap_or_else(|e| {
+                // The builder fails only on a TLS backend or root store
+                // that cannot be set up; a client without them then.
+                tracing::warn!(error = %e, "peer client without the system's roots");
+                reqwest::Client::new()
+            })
+        })
     }
 
     /// Sends `request` and reads the whole answer, whatever its status.
@@ -290,7 +338,7 @@ impl PeerClient {
 
     async fn once(&self, r: &PeerRequest, timeout: Duration) -> Result<Answer, PeerError> {
         let url = r.url.to_string();
-        let mut b = self.http.request(r.method.clone(), r.url.clone());
+        let mut b = self.http().request(r.method.clone(), r.url.clone());
         for (name, value) in &r.headers {
             b = b.header(*name, value);
         }
@@ -342,7 +390,7 @@ impl PeerClient {
             }
         }
         let request = self
-            .http
+            .http()
             .request(method, target)
             .headers(passed)
             .header(crate::routes::FORWARDED_HEADER, "1")

@@ -25,6 +25,7 @@
 //! # }
 //! ```
 
+mod cache;
 mod store;
 mod writer;
 

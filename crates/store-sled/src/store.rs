@@ -1,8 +1,10 @@
 //! [`StateStore`] on this node's sled database.
 
+use crate::cache::{Cache, Lookup};
 use crate::writer::SledWriter;
 use async_trait::async_trait;
 use edge_host_api::{Commit, StateStore, StoreError, Versioned, valid_session_id};
+use std::sync::Arc;
 
 /// Session state in a sled tree, durable (flushed) before a commit returns.
 ///
@@ -11,13 +13,21 @@ use edge_host_api::{Commit, StateStore, StoreError, Versioned, valid_session_id}
 /// prefix never covers another's keys.
 ///
 /// Writes go through the node's [`SledWriter`] (one thread, one flush per
-/// batch of commits); reads run on tokio's blocking pool, never on an async
-/// worker.
+/// batch of commits). Reads are served from an in-memory write-through
+/// cache when they can (see [`SledStore::with_cache`]), else from sled on
+/// tokio's blocking pool, never on an async worker.
+///
+/// Every write to a database's state must go through one `SledStore` (and
+/// its clones): the cache is coherent only then.
 #[derive(Clone)]
 pub struct SledStore {
     writer: SledWriter,
     tree: sled::Tree,
+    cache: Arc<Cache>,
 }
+
+/// The cache's budget when none is given.
+const DEFAULT_CACHE_BYTES: usize = 16 << 20;
 
 const TREE: &str = "state";
 
@@ -52,13 +62,13 @@ fn version_of(raw: &[u8]) -> Option<u64> {
 }
 
 /// A record at a new version, unique in the database (sled ids start at 0;
-/// versions at 1).
-fn record(db: &sled::Db, value: &[u8]) -> Result<Vec<u8>, StoreError> {
+/// versions at 1), and that version.
+fn record(db: &sled::Db, value: &[u8]) -> Result<(Vec<u8>, u64), StoreError> {
     let version = db.generate_id().map_err(crate::store_error)? + 1;
     let mut record = Vec::with_capacity(8 + value.len());
     record.extend_from_slice(&version.to_be_bytes());
     record.extend_from_slice(value);
-    Ok(record)
+    Ok((record, version))
 }
 
 /// Runs a blocking sled read on tokio's blocking pool.
@@ -91,8 +101,18 @@ impl SledStore {
 
     /// Uses the `state` tree of the writer's database; writes go through it.
     pub fn with_writer(writer: SledWriter) -> Result<Self, StoreError> {
+        Self::with_cache(writer, DEFAULT_CACHE_BYTES)
+    }
+
+    /// As [`SledStore::with_writer`], caching about `bytes` of state in
+    /// memory (0: no cache; every read goes to sled).
+    pub fn with_cache(writer: SledWriter, bytes: usize) -> Result<Self, StoreError> {
         let tree = writer.db().open_tree(TREE).map_err(crate::store_error)?;
-        Ok(Self { writer, tree })
+        Ok(Self {
+            writer,
+            tree,
+            cache: Arc::new(Cache::new(bytes)),
+        })
     }
 
     /// The writer this store commits through.
@@ -131,14 +151,15 @@ impl SledStore {
             .iter()
             .map(|(key, v)| Ok((full_key(session, key)?, v.value.clone())))
             .collect::<Result<Vec<_>, StoreError>>()?;
-        let tree = self.tree.clone();
+        let (tree, cache) = (self.tree.clone(), self.cache.clone());
         self.writer
             .write(move |db| {
                 let (mut batch, _) = clear(&tree, &p)?;
                 for (full, value) in &entries {
-                    batch.insert(full.as_slice(), record(db, value)?);
+                    batch.insert(full.as_slice(), record(db, value)?.0);
                 }
                 tree.apply_batch(batch).map_err(crate::store_error)?;
+                cache.forget_prefix(&p);
                 Ok(())
             })
             .await
@@ -149,12 +170,19 @@ impl SledStore {
 impl StateStore for SledStore {
     async fn get(&self, session: &str, key: &str) -> Result<Option<Versioned>, StoreError> {
         let k = full_key(session, key)?;
-        let tree = self.tree.clone();
+        let generation = match self.cache.get(&k) {
+            Lookup::Hit(found) => return Ok(found),
+            Lookup::Miss(generation) => generation,
+        };
+        let (tree, cache) = (self.tree.clone(), self.cache.clone());
         blocking(move || {
-            tree.get(k)
+            let found = tree
+                .get(&k)
                 .map_err(crate::store_error)?
                 .map(|raw| decode(&raw))
-                .transpose()
+                .transpose()?;
+            cache.fill(&k, found.clone(), generation);
+            Ok(found)
         })
         .await
     }
@@ -192,11 +220,12 @@ impl StateStore for SledStore {
 
     async fn delete_session(&self, session: &str) -> Result<usize, StoreError> {
         let p = prefix(session)?;
-        let tree = self.tree.clone();
+        let (tree, cache) = (self.tree.clone(), self.cache.clone());
         self.writer
             .write(move |_| {
                 let (batch, n) = clear(&tree, &p)?;
                 tree.apply_batch(batch).map_err(crate::store_error)?;
+                cache.forget_prefix(&p);
                 Ok(n)
             })
             .await
@@ -239,9 +268,10 @@ impl SledStore {
             .iter()
             .map(|(k, v)| Ok((full_key(session, k)?, v.clone())))
             .collect::<Result<Vec<_>, StoreError>>()?;
-        let tree = self.tree.clone();
+        let (tree, cache) = (self.tree.clone(), self.cache.clone());
         // Checked and applied on the writer thread, the only one that
-        // writes: nothing can change between the check and the batch.
+        // writes: nothing can change between the check and the batch. The
+        // cache learns each write once sled has applied it.
         let apply = move |db: &sled::Db| {
             for (full, key, seen) in reads {
                 let now = tree
@@ -253,25 +283,42 @@ impl SledStore {
                     return Err(StoreError::Conflict { key });
                 }
             }
-            // One key is atomic by itself: no batch, which would take
-            // sled's exclusive lock and wait for every reader.
-            if let [(full, value)] = writes.as_slice() {
-                match value {
-                    Some(bytes) => tree
-                        .insert(full.as_slice(), record(db, bytes)?)
-                        .map_err(crate::store_error)?,
-                    None => tree.remove(full.as_slice()).map_err(crate::store_error)?,
-                };
-                return Ok(());
-            }
-            let mut batch = sled::Batch::default();
+            let mut applied = Vec::with_capacity(writes.len());
             for (full, value) in writes {
-                match value {
-                    Some(bytes) => batch.insert(full, record(db, &bytes)?),
-                    None => batch.remove(full),
-                }
+                let now = match value {
+                    Some(bytes) => {
+                        let (raw, version) = record(db, &bytes)?;
+                        let value = Versioned {
+                            value: bytes,
+                            version,
+                        };
+                        Some((raw, value))
+                    }
+                    None => None,
+                };
+                applied.push((full, now));
             }
-            tree.apply_batch(batch).map_err(crate::store_error)?;
+            if let [(full, now)] = applied.as_slice() {
+                // One key is atomic by itself: no batch, which would take
+                // sled's exclusive lock and wait for every reader.
+                match now {
+                    Some((raw, _)) => tree.insert(full.as_slice(), raw.as_slice()),
+                    None => tree.remove(full.as_slice()),
+                }
+                .map_err(crate::store_error)?;
+            } else {
+                let mut batch = sled::Batch::default();
+                for (full, now) in &applied {
+                    match now {
+                        Some((raw, _)) => batch.insert(full.as_slice(), raw.as_slice()),
+                        None => batch.remove(full.as_slice()),
+                    }
+                }
+                tree.apply_batch(batch).map_err(crate::store_error)?;
+            }
+            for (full, now) in applied {
+                cache.put(&full, now.map(|(_, value)| value));
+            }
             Ok(())
         };
         match relaxed {
@@ -290,6 +337,81 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = sled::Config::new().path(dir.path()).open().unwrap();
         let store = SledStore::new(db).unwrap();
-        edge_host_api::conformance::run_all(std::sync::Arc::new(store), "sled").await;
+        edge_host_api::conformance::run_all(Arc::new(store), "sled").await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sled_without_a_cache_keeps_them_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::Config::new().path(dir.path()).open().unwrap();
+        let store = SledStore::with_cache(SledWriter::start(db).unwrap(), 0).unwrap();
+        edge_host_api::conformance::run_all(Arc::new(store), "sled-uncached").await;
+    }
+
+    /// Read-modify-write increments racing on a few keys, with a cache far
+    /// smaller than the keys (so fills, writes and evictions interleave):
+    /// a stale cached read would show as a lost increment or as a commit
+    /// that conflicts for ever.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn cached_reads_never_go_stale_under_racing_writers() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::Config::new().path(dir.path()).open().unwrap();
+        let writer = SledWriter::start(db).unwrap();
+        let store = SledStore::with_cache(writer, 64 * 160).unwrap();
+        let (tasks, each, keys) = (16u64, 400u64, 3u64);
+        let mut joins = Vec::new();
+        for t in 0..tasks {
+            let store = store.clone();
+            joins.push(tokio::spawn(async move {
+                for i in 0..each {
+                    let key = format!("k{}", (t + i) % keys);
+                    let mut tries = 0;
+                    loop {
+                        tries += 1;
+                        assert!(tries < 10_000, "{key} conflicts for ever: a stale read");
+                        // Reads of other keys push the hot ones out now
+                        // and then: they are read from sled and filled again.
+                        for c in 0..4 {
+                            let _ = store
+                                .get("s", &format!("cold{}", (t * 7 + i + c) % 256))
+                                .await;
+                        }
+                        let seen = store.get("s", &key).await.unwrap();
+                        let n: u64 = seen.as_ref().map_or(0, |v| {
+                            std::str::from_utf8(&v.value).unwrap().parse().unwrap()
+                        });
+                        let commit = Commit {
+                            reads: [(key.clone(), seen.map(|v| v.version))].into(),
+                            writes: [(key.clone(), Some((n + 1).to_string().into_bytes()))].into(),
+                        };
+                        match store.commit("s", &commit).await {
+                            Ok(()) => {
+                                // Counts only grow: a read after a commit
+                                // that returned sees at least what it wrote.
+                                let after = store.get("s", &key).await.unwrap().unwrap();
+                                let now: u64 =
+                                    std::str::from_utf8(&after.value).unwrap().parse().unwrap();
+                                assert!(now > n, "{key}: read {now} after writing {}", n + 1);
+                                break;
+                            }
+                            Err(StoreError::Conflict { .. }) => tokio::task::yield_now().await,
+                            Err(e) => panic!("{e}"),
+                        }
+                    }
+                }
+            }));
+        }
+        for j in joins {
+            j.await.unwrap();
+        }
+        let mut total = 0;
+        for k in 0..keys {
+            let v = store.get("s", &format!("k{k}")).await.unwrap().unwrap();
+            total += std::str::from_utf8(&v.value)
+                .unwrap()
+                .parse::<u64>()
+                .unwrap();
+        }
+        assert_eq!(total, tasks * each);
     }
 }
