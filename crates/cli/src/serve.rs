@@ -212,6 +212,7 @@ pub async fn serve(args: Settings) -> Result<()> {
     };
     let node = Arc::new(node);
     start_triggers(&node, &args)?;
+    node.load_functions();
     edge_http::serve(listener, node, server, stop).await?;
     if let Some(why) = storage.failed() {
         // Leave at once, without destructors: sled's threads may wait for

@@ -210,7 +210,7 @@ impl Node {
             self.metrics.shed.inc();
             return Err(InvokeError::Overloaded(self.config.max_pending_invocations));
         };
-        let function = self.registry.get(&req.function)?;
+        let function = self.registry.function(&req.function).await?;
         if function.info.kind != FunctionKind::Edge {
             return Err(InvokeError::WrongKind {
                 function: req.function,

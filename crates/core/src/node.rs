@@ -204,6 +204,22 @@ impl Node {
         &self.registry
     }
 
+    /// Recompiles, one after another in the background (at idle priority
+    /// when the node has a background runtime), the recorded functions
+    /// whose artifact does not fit this engine (an upgrade) or is gone: not
+    /// by their first caller. The others load on their first call.
+    pub fn load_functions(self: &Arc<Self>) {
+        let node = Arc::downgrade(self);
+        let names = self.registry.stale();
+        self.sched.spawn_idle(async move {
+            for name in names {
+                // A node being dropped is not kept alive for this.
+                let Some(node) = node.upgrade() else { return };
+                let _ = node.registry.function(&name).await;
+            }
+        });
+    }
+
     /// Whether storage stopped after a full disk, and when space is back.
     pub fn storage(&self) -> &Arc<crate::storage::StorageGuard> {
         &self.storage
@@ -426,7 +442,7 @@ impl Node {
     ) -> Result<ModeOutcome, SessionError> {
         let missing: Vec<&str> = functions
             .iter()
-            .filter(|f| self.registry.get(f).is_err())
+            .filter(|f| self.registry.info(f).is_err())
             .map(String::as_str)
             .collect();
         if !missing.is_empty() {

@@ -10,6 +10,10 @@
 //!
 //! Only artifacts this node wrote, and whose SHA-256 still matches the one
 //! recorded when it wrote them, are ever deserialized.
+//!
+//! A starting node reads the records only: a function is loaded by its
+//! first call, or by the node in the background (see `load`), so start-up
+//! does not grow with the functions deployed.
 
 mod check;
 mod config;
@@ -179,6 +183,8 @@ pub struct Registry {
     previous_infos: RwLock<HashMap<String, FunctionInfo>>,
     writer: SledWriter,
     loaded: RwLock<HashMap<String, Arc<Function>>>,
+    /// Recorded functions not loaded yet (see `load`).
+    unloaded: RwLock<HashMap<String, load::Unloaded>>,
     compile_slots: Semaphore,
     compile: CompileConfig,
     engine_config: EngineConfig,
@@ -190,8 +196,9 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// Opens the registry in `data_dir` and loads every function recorded
-    /// there, from its artifact when it is intact, else by recompiling.
+    /// Opens the registry in `data_dir` and reads the record of every
+    /// function there; each is loaded (from its artifact when it is intact,
+    /// else by recompiling) by its first call ([`Registry::function`]).
     pub async fn open(
         engine: Engine,
         linker: Linker<HostState>,
@@ -220,12 +227,13 @@ impl Registry {
             configs: config::Configs::open(writer.db())?,
             writer,
             loaded: RwLock::new(HashMap::new()),
+            unloaded: RwLock::new(HashMap::new()),
             compile_slots: Semaphore::new(compile.concurrency.max(1)),
             compile,
             engine_config,
             metrics,
         };
-        registry.load_all().await?;
+        registry.read_records()?;
         Ok(registry)
     }
 
@@ -399,7 +407,7 @@ impl Registry {
             .map_err(|e| RegistryError::Compile(e.to_string()))??;
         let size = bytes.len() as u64;
         let digest = sha256_hex(&bytes);
-        let compiled = match self.with_digest(&digest) {
+        let compiled = match self.with_digest(&digest).await {
             // The same component is deployed already (under this name or
             // another): its compiled artifact serves, nothing is compiled.
             Some(same) => {
@@ -493,9 +501,15 @@ impl Registry {
         Ok(previous)
     }
 
+    /// Makes `f` the function of its name (a record not loaded yet of that
+    /// name is done with).
     fn insert_loaded(&self, f: Arc<Function>) {
+        // Lock order: `unloaded`, then `loaded` (see `load`).
+        let mut unloaded = self.unloaded.write().unwrap_or_else(|p| p.into_inner());
+        unloaded.remove(&f.info.name);
         let mut map = self.loaded.write().unwrap_or_else(|p| p.into_inner());
         map.insert(f.info.name.clone(), f);
+        drop((map, unloaded));
         self.changes.notify_one();
     }
 
@@ -505,24 +519,35 @@ impl Registry {
         self.changes.clone()
     }
 
-    /// The function named `name`.
-    pub fn get(&self, name: &str) -> Result<Arc<Function>, RegistryError> {
+    /// The function named `name` if it is loaded.
+    fn get(&self, name: &str) -> Option<Arc<Function>> {
         let map = self.loaded.read().unwrap_or_else(|p| p.into_inner());
-        map.get(name)
-            .cloned()
-            .ok_or_else(|| RegistryError::NotFound(name.to_owned()))
+        map.get(name).cloned()
     }
 
-    /// Every function, sorted by name.
+    /// What is known of the function named `name`, loaded or not.
+    pub fn info(&self, name: &str) -> Result<FunctionInfo, RegistryError> {
+        match self.lookup(name) {
+            Some(load::Entry::Loaded(f)) => Ok(f.info.clone()),
+            Some(load::Entry::Recorded(info, _)) => Ok(info),
+            None => Err(RegistryError::NotFound(name.to_owned())),
+        }
+    }
+
+    /// Every function, loaded or not, sorted by name.
     pub fn list(&self) -> Vec<FunctionInfo> {
-        let map = self.loaded.read().unwrap_or_else(|p| p.into_inner());
-        let mut out: Vec<_> = map.values().map(|f| f.info.clone()).collect();
+        // Lock order: `unloaded`, then `loaded` (see `load`): a function
+        // being loaded is in one of the two.
+        let unloaded = self.unloaded.read().unwrap_or_else(|p| p.into_inner());
+        let loaded = self.loaded.read().unwrap_or_else(|p| p.into_inner());
+        let mut out: Vec<_> = loaded.values().map(|f| f.info.clone()).collect();
+        out.extend(unloaded.values().map(|u| u.info.clone()));
         out.sort_by(|a, b| a.name.cmp(&b.name));
         out
     }
 
     fn len(&self) -> usize {
-        self.loaded.read().unwrap_or_else(|p| p.into_inner()).len()
+        self.list().len()
     }
 
     /// Removes `name`; calls already running finish on the old component.
@@ -531,29 +556,51 @@ impl Registry {
         if !valid_name(name) {
             return Err(RegistryError::InvalidName(name.to_owned()));
         }
-        let removed = self
+        let was_loaded = self
             .loaded
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .remove(name)
+            .map(|f| f.info.clone());
+        let was_unloaded = self
+            .unloaded
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name)
+            .map(|u| u.info);
+        let removed = was_loaded
+            .or(was_unloaded)
             .ok_or_else(|| RegistryError::NotFound(name.to_owned()))?;
         self.put_record(name, None).await?;
         self.set_previous(name, None).await?;
         self.drop_config(name).await?;
-        self.remove_files_if_unused(&removed.info);
+        self.remove_files_if_unused(&removed);
         self.metrics.functions.set(self.len() as i64);
         self.changes.notify_one();
-        Ok(removed.info.clone())
+        Ok(removed)
     }
 
-    /// A deployed function whose component has `digest`.
-    fn with_digest(&self, digest: &str) -> Option<Arc<Function>> {
-        self.loaded
+    /// A deployed function whose component has `digest` (loaded now if
+    /// it was not yet).
+    async fn with_digest(&self, digest: &str) -> Option<Arc<Function>> {
+        let loaded = self
+            .loaded
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .values()
             .find(|f| f.info.digest == digest)
-            .cloned()
+            .cloned();
+        if loaded.is_some() {
+            return loaded;
+        }
+        let name = self
+            .unloaded
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .find(|u| u.info.digest == digest)
+            .map(|u| u.info.name.clone())?;
+        self.function(&name).await.ok()
     }
 
     /// Deletes a function's files unless another name uses the same component.
@@ -564,13 +611,21 @@ impl Registry {
             .unwrap_or_else(|p| p.into_inner())
             .values()
             .any(|f| f.info.digest == info.digest);
+        // A statement of its own: never hold `loaded` while taking
+        // `unloaded` (see `load`).
+        let recorded = self
+            .unloaded
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .any(|u| u.info.digest == info.digest);
         let kept = self
             .previous_infos
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .values()
             .any(|p| p.digest == info.digest);
-        let still_used = loaded || kept;
+        let still_used = loaded || recorded || kept;
         if !still_used {
             let _ = std::fs::remove_file(self.sources.join(format!("{}.wasm", info.digest)));
             let _ = std::fs::remove_file(self.artifacts.join(&info.artifact));

@@ -193,6 +193,15 @@ impl Scheduler {
         self.background.as_ref()?.0.as_ref().map(Runtime::handle)
     }
 
+    /// Runs `task` on the background runtime (its blocking work too runs
+    /// under `SCHED_IDLE`), else on the current runtime.
+    pub fn spawn_idle(&self, task: impl Future<Output = ()> + Send + 'static) {
+        match self.handle() {
+            Some(h) => drop(h.spawn(task)),
+            None => drop(tokio::spawn(task)),
+        }
+    }
+
     /// Whether any call runs in the background now (and may be holding the
     /// memory-map lock for long: growing, faulting in or freeing memory).
     pub fn busy(&self) -> bool {

@@ -320,7 +320,7 @@ async fn get_function(
     State(node): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let info = node.registry().get(&name)?.info.clone();
+    let info = node.registry().info(&name)?;
     let mut out = serde_json::to_value(&info).unwrap_or_default();
     // The version a rollback would bring back.
     out["previous"] = match node.registry().previous(&name) {
@@ -413,7 +413,7 @@ async fn invoke(
     // A function this node lacks: passed to the session's owner or to a
     // member that has it (once: a passed call is never passed on), else
     // refused before its body is read.
-    if let Err(e) = node.registry().get(&name) {
+    if let Err(e) = node.registry().info(&name) {
         let to = match headers.contains_key(FORWARDED_HEADER) {
             true => None,
             false => node.broker(&name, session.as_deref()).await,

@@ -40,7 +40,7 @@ pub(super) async fn get_config(
     State(node): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    node.registry().get(&name)?;
+    node.registry().info(&name)?;
     let config = node.registry().config_of(&name);
     Ok(Json(json!({ "name": name, "keys": config.keys() })))
 }

@@ -57,7 +57,7 @@ pub async fn serve(State(node): State<AppState>, request: Request) -> Result<Res
     let passed = parts.headers.contains_key(FORWARDED_HEADER);
     // A function this node lacks: passed to the session's owner or to a
     // member that has it (once: a passed request is never passed on).
-    let here = node.registry().get(&name);
+    let here = node.registry().function(&name).await;
     if here.is_err() && !passed {
         let session = parts
             .headers

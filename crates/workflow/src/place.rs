@@ -31,7 +31,7 @@ impl Workflows {
         let mut nodes = Vec::with_capacity(plan.len());
         let mut unknown = Vec::new();
         for t in &plan.spec.tasks {
-            let here = self.node.registry().get(&t.function).is_ok();
+            let here = self.node.registry().info(&t.function).is_ok();
             let hosts = |n: &str| hosted.get(n).is_some_and(|fs| fs.contains(&t.function));
             let url = match t.node.as_deref() {
                 Some("self") => {
@@ -102,7 +102,7 @@ impl Workflows {
         let tasks = &plan.spec.tasks;
         let needs_any = tasks
             .iter()
-            .any(|t| t.node.is_none() && self.node.registry().get(&t.function).is_err());
+            .any(|t| t.node.is_none() && self.node.registry().info(&t.function).is_err());
         let asked = self
             .peers
             .iter()

@@ -59,7 +59,7 @@ impl Node {
             self.metrics.shed.inc();
             return Err(InvokeError::Overloaded(self.config.max_pending_invocations));
         };
-        let function = self.registry.get(name)?;
+        let function = self.registry.function(name).await?;
         let Pre::Http(pre) = &function.pre else {
             return Err(InvokeError::WrongKind {
                 function: name.to_owned(),

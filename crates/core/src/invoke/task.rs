@@ -18,7 +18,7 @@ impl Node {
         store: Arc<dyn StateStore>,
         budget: Duration,
     ) -> Result<Vec<u8>, InvokeError> {
-        let f = self.registry.get(function)?;
+        let f = self.registry.function(function).await?;
         let deadline = Instant::now() + budget.min(self.config.invoke_deadline);
         let session = task_session(label);
         let (output, _) = self

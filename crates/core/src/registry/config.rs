@@ -115,7 +115,7 @@ impl Registry {
         name: &str,
         vars: BTreeMap<String, String>,
     ) -> Result<Vec<String>, RegistryError> {
-        self.get(name)?;
+        self.info(name)?;
         check(&vars)?;
         let record = match vars.is_empty() {
             true => None,

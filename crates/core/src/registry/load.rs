@@ -1,15 +1,37 @@
-//! Loading recorded functions at start (and a version a rollback brings
-//! back): the artifact this node wrote if it is intact and fits the
-//! engine, else a recompile from the verified source.
+//! Loading recorded functions: the artifact this node wrote if it is
+//! intact and fits the engine, else a recompile from the verified source.
+//!
+//! A starting node only reads the records (so it serves at once however
+//! many functions it holds), and a function is loaded — into memory — by
+//! the first call that needs it: functions nobody calls cost no memory.
+//! Those whose artifact does not fit this engine (an upgrade) or is gone
+//! are recompiled in the background after start
+//! ([`crate::Node::load_functions`]), not by a caller. Callers that need
+//! one function meanwhile share its one load.
 
 use super::files::{deserialize_verified, sha256_hex};
 use super::{Function, FunctionInfo, Registry, RegistryError};
 use std::path::Path;
 use std::sync::Arc;
+use tokio::sync::OnceCell;
 use wasmtime::component::Component;
 
+/// A recorded function not loaded yet, and the load its callers share.
+pub(super) struct Unloaded {
+    pub(super) info: FunctionInfo,
+    load: Arc<OnceCell<Arc<Function>>>,
+}
+
+/// What the registry holds under a name.
+pub(super) enum Entry {
+    Loaded(Arc<Function>),
+    Recorded(FunctionInfo, Arc<OnceCell<Arc<Function>>>),
+}
+
 impl Registry {
-    pub(super) async fn load_all(&self) -> Result<(), RegistryError> {
+    /// Reads every function's record (and the previous versions'), and
+    /// removes the files no record names.
+    pub(super) fn read_records(&self) -> Result<(), RegistryError> {
         let mut referenced = std::collections::HashSet::new();
         // Previous versions are not loaded (a rollback loads one), but
         // their files stay.
@@ -22,23 +44,20 @@ impl Registry {
             .previous_infos
             .write()
             .unwrap_or_else(|p| p.into_inner()) = previous;
+        let mut unloaded = self.unloaded.write().unwrap_or_else(|p| p.into_inner());
         for item in self.meta.iter() {
             let (_, raw) = item?;
             let Ok(info) = serde_json::from_slice::<FunctionInfo>(&raw) else {
                 tracing::warn!("skipping an unreadable function record");
                 continue;
             };
-            match self.load(info).await {
-                Ok(f) => {
-                    referenced.insert(format!("{}.wasm", f.info.digest));
-                    referenced.insert(f.info.artifact.clone());
-                    self.insert_loaded(f);
-                }
-                Err((name, e)) => {
-                    tracing::error!(function = %name, error = %e, "cannot load function")
-                }
-            }
+            referenced.insert(format!("{}.wasm", info.digest));
+            referenced.insert(info.artifact.clone());
+            let load = Arc::new(OnceCell::new());
+            unloaded.insert(info.name.clone(), Unloaded { info, load });
         }
+        let recorded = unloaded.len();
+        drop(unloaded);
         // Files no record names are left from an interrupted upload or delete.
         for dir in [&self.sources, &self.artifacts] {
             for entry in std::fs::read_dir(dir)? {
@@ -50,8 +69,78 @@ impl Registry {
                 }
             }
         }
-        self.metrics.functions.set(self.len() as i64);
+        self.metrics.functions.set(recorded as i64);
         Ok(())
+    }
+
+    /// What is under `name`. Lock order: `unloaded`, then `loaded`
+    /// (nothing takes them the other way round): a function on its way from
+    /// one to the other is seen in one of them.
+    pub(super) fn lookup(&self, name: &str) -> Option<Entry> {
+        let unloaded = self.unloaded.read().unwrap_or_else(|p| p.into_inner());
+        if let Some(u) = unloaded.get(name) {
+            return Some(Entry::Recorded(u.info.clone(), u.load.clone()));
+        }
+        let loaded = self.loaded.read().unwrap_or_else(|p| p.into_inner());
+        loaded.get(name).cloned().map(Entry::Loaded)
+    }
+
+    /// The function named `name`, loaded now if it was not yet.
+    pub async fn function(&self, name: &str) -> Result<Arc<Function>, RegistryError> {
+        if let Some(f) = self.get(name) {
+            return Ok(f);
+        }
+        let (info, load) = match self.lookup(name) {
+            Some(Entry::Loaded(f)) => return Ok(f),
+            Some(Entry::Recorded(info, load)) => (info, load),
+            None => return Err(RegistryError::NotFound(name.to_owned())),
+        };
+        let f = load
+            .get_or_try_init(|| async {
+                let f = self.load(info).await.map_err(|(_, e)| e);
+                if let Err(e) = &f {
+                    tracing::error!(function = name, error = %e, "cannot load function");
+                }
+                f
+            })
+            .await?
+            .clone();
+        // Published unless a deploy or a delete of the name came meanwhile
+        // (then this call runs on what it loaded; the next finds the new).
+        // Both locks held (in their order): no deploy slips in between.
+        let mut unloaded = self.unloaded.write().unwrap_or_else(|p| p.into_inner());
+        if unloaded
+            .get(name)
+            .is_some_and(|u| Arc::ptr_eq(&u.load, &load))
+        {
+            unloaded.remove(name);
+            self.loaded
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(name.to_owned(), f.clone());
+        }
+        Ok(f)
+    }
+
+    /// The recorded functions not loaded yet whose artifact is not there
+    /// for this engine: their first load recompiles (a node does it in the
+    /// background after start, with [`Registry::function`]; one that
+    /// cannot be loaded is logged and fails its calls with the reason).
+    pub fn stale(&self) -> Vec<String> {
+        let unloaded = self.unloaded.read().unwrap_or_else(|p| p.into_inner());
+        unloaded
+            .values()
+            .filter(|u| {
+                u.info.artifact != self.artifact_name(&u.info)
+                    || !self.artifacts.join(&u.info.artifact).is_file()
+            })
+            .map(|u| u.info.name.clone())
+            .collect()
+    }
+
+    /// The name of the artifact this engine makes of `info`'s component.
+    fn artifact_name(&self, info: &FunctionInfo) -> String {
+        format!("{}-{}.cwasm", info.digest, self.engine_key)
     }
 
     /// Loads one recorded function: its artifact if intact and compatible,
@@ -62,8 +151,7 @@ impl Registry {
     ) -> Result<Arc<Function>, (String, RegistryError)> {
         let name = info.name.clone();
         let artifact_path = self.artifacts.join(&info.artifact);
-        let expected = format!("{}-{}.cwasm", info.digest, self.engine_key);
-        if info.artifact == expected {
+        if info.artifact == self.artifact_name(&info) {
             match self
                 .deserialize_verified(&artifact_path, &info.artifact_sha256)
                 .await

@@ -65,7 +65,7 @@ impl Registry {
     /// on the version they started with; pinned instances of the other
     /// version start fresh on their next call.
     pub async fn rollback(&self, name: &str) -> Result<FunctionInfo, RegistryError> {
-        let current = self.get(name)?;
+        let current = self.info(name)?;
         let previous = self
             .previous(name)
             .ok_or_else(|| RegistryError::NoPrevious(name.to_owned()))?;
@@ -78,12 +78,12 @@ impl Registry {
         // Not through `set_previous`: the version it displaces is the one
         // just made current, whose files stay.
         let record =
-            serde_json::to_vec(&current.info).map_err(|e| RegistryError::Storage(e.to_string()))?;
+            serde_json::to_vec(&current).map_err(|e| RegistryError::Storage(e.to_string()))?;
         self.put_in(&self.previous, name, Some(record)).await?;
         self.previous_infos
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(name.to_owned(), current.info.clone());
+            .insert(name.to_owned(), current);
         tracing::info!(function = name, digest = %info.digest, "rolled back");
         Ok(info)
     }
