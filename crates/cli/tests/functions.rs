@@ -212,6 +212,11 @@ async fn missing_artifacts_are_recompiled_after_start_before_a_call_asks() {
 
     let node = TestNode::start(dir.path(), &[]).await;
     node.wait_for_metric("edge_compilations_total", 1.0).await;
+    // Counted when compiled; written to disk a moment later.
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !first.path().is_file() && std::time::Instant::now() < until {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     assert!(first.path().is_file(), "the artifact is back");
     assert_eq!(node.invoke_ok("echo", None, "ok").await, "ok");
     assert_eq!(node.invoke_ok("counter", Some("s"), "").await, "1");

@@ -524,3 +524,35 @@ async fn relaxed_durability_is_opt_in_per_function_and_flushed_within_its_interv
     let node = TestNode::start(dir.path(), &[]).await;
     assert_eq!(node.invoke_ok("fast", Some("r"), "").await, "23");
 }
+
+/// A local session's reads come from the state cache; with the cache off
+/// they all go to sled, and the counts are the same either way.
+#[tokio::test]
+async fn local_reads_come_from_the_state_cache_and_counts_do_not_depend_on_it() {
+    for (flags, cached) in [(&[][..], true), (&["--state-cache-mib", "0"][..], false)] {
+        let dir = tempfile::tempdir().unwrap();
+        let node = TestNode::start(dir.path(), flags).await;
+        node.deploy("counter", guests::COUNTER).await;
+        node.set_mode("c", "local").await;
+        for n in 1..=5 {
+            assert_eq!(
+                node.invoke_ok("counter", Some("c"), "").await,
+                n.to_string()
+            );
+        }
+        let (hits, misses) = (
+            node.metric("edge_state_cache_hits_total").await,
+            node.metric("edge_state_cache_misses_total").await,
+        );
+        if cached {
+            // The first call read an empty session; each later one read
+            // what the call before it wrote, from memory.
+            assert!(hits >= 4.0 && misses <= 2.0, "hits {hits}, misses {misses}");
+            assert!(node.metric("edge_state_cache_bytes").await > 0.0);
+        } else {
+            assert_eq!(hits, 0.0);
+            assert!(misses >= 5.0, "misses {misses}");
+        }
+        node.stop().await;
+    }
+}

@@ -1,5 +1,6 @@
 //! The node's metrics, rendered as Prometheus text by `GET /metrics`.
 
+use prometheus::core::Collector;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
     Registry, TextEncoder,
@@ -86,7 +87,7 @@ const COMPILE_BUCKETS: &[f64] = &[0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5
 struct Add<'a>(&'a Registry);
 
 impl Add<'_> {
-    fn reg<M: prometheus::core::Collector + Clone + 'static>(
+    fn reg<M: Collector + Clone + 'static>(
         &self,
         m: Result<M, prometheus::Error>,
     ) -> Result<M, MetricsError> {
@@ -249,12 +250,70 @@ impl Metrics {
         Ok(metrics)
     }
 
+    /// Exports the counters of `store`'s state cache, read at each render:
+    /// `edge_state_cache_hits_total`, `edge_state_cache_misses_total`,
+    /// `edge_state_cache_bytes`.
+    pub fn watch_state_cache(
+        &self,
+        store: std::sync::Arc<edge_store_sled::SledStore>,
+    ) -> Result<(), MetricsError> {
+        let collector = StateCache {
+            hits: IntCounter::new(
+                "edge_state_cache_hits_total",
+                "State reads served from the in-memory cache",
+            )?,
+            misses: IntCounter::new(
+                "edge_state_cache_misses_total",
+                "State reads that went to sled",
+            )?,
+            bytes: IntGauge::new("edge_state_cache_bytes", "Bytes held by the state cache")?,
+            store,
+            reading: std::sync::Mutex::new(()),
+        };
+        self.registry.register(Box::new(collector))?;
+        Ok(())
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         let mut out = Vec::new();
         // Encoding into a Vec cannot fail for the text format.
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
         String::from_utf8_lossy(&out).into_owned()
+    }
+}
+
+/// The state cache's figures, read from the store when rendered.
+struct StateCache {
+    hits: IntCounter,
+    misses: IntCounter,
+    bytes: IntGauge,
+    store: std::sync::Arc<edge_store_sled::SledStore>,
+    /// One render at a time sets the metrics from the store's figures.
+    reading: std::sync::Mutex<()>,
+}
+
+impl Collector for StateCache {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        let mut d = self.hits.desc();
+        d.extend(self.misses.desc());
+        d.extend(self.bytes.desc());
+        d
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        let _one = self.reading.lock().unwrap_or_else(|p| p.into_inner());
+        let stats = self.store.cache_stats();
+        self.hits.reset();
+        self.hits.inc_by(stats.hits);
+        self.misses.reset();
+        self.misses.inc_by(stats.misses);
+        self.bytes
+            .set(i64::try_from(stats.bytes).unwrap_or(i64::MAX));
+        let mut out = self.hits.collect();
+        out.extend(self.misses.collect());
+        out.extend(self.bytes.collect());
+        out
     }
 }
 

@@ -121,6 +121,7 @@ impl Node {
             writer.clone(),
             usize::try_from(config.state_cache_bytes).unwrap_or(usize::MAX),
         )?);
+        metrics.watch_state_cache(local.clone())?;
         let peer = match &config.tls_roots {
             Some(pem) => PeerClient::with_roots(config.auth.outgoing(), pem)?,
             None => PeerClient::new(config.auth.outgoing()),

@@ -17,6 +17,7 @@ use edge_host_api::Versioned;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Shards (a key's shard is a hash of it): lookups from many sessions at
 /// once rarely meet on one lock.
@@ -36,6 +37,19 @@ pub(crate) struct Cache {
     shards: Box<[Mutex<Shard>]>,
     hasher: RandomState,
     shard_budget: usize,
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+/// What the cache has done so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    /// Reads served from memory.
+    pub hits: u64,
+    /// Reads that went to sled.
+    pub misses: u64,
+    /// Bytes held now (keys, values and a fixed overhead per entry).
+    pub bytes: u64,
 }
 
 #[derive(Default)]
@@ -64,6 +78,17 @@ impl Cache {
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
             hasher: RandomState::new(),
             shard_budget: budget / SHARDS,
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+        }
+    }
+
+    /// Hits, misses and the bytes held now.
+    pub(crate) fn stats(&self) -> CacheStats {
+        CacheStats {
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+            bytes: self.bytes() as u64,
         }
     }
 
@@ -82,6 +107,7 @@ impl Cache {
     /// The cached record of `key`, or the generation a fill must quote.
     pub(crate) fn get(&self, key: &[u8]) -> Lookup {
         if !self.enabled() {
+            self.misses.fetch_add(1, Ordering::Relaxed);
             return Lookup::Miss(0);
         }
         let mut shard = self.shard(key);
@@ -90,9 +116,13 @@ impl Cache {
         match shard.entries.get_mut(key) {
             Some(entry) => {
                 entry.used = tick;
+                self.hits.fetch_add(1, Ordering::Relaxed);
                 Lookup::Hit(entry.value.clone())
             }
-            None => Lookup::Miss(shard.generation),
+            None => {
+                self.misses.fetch_add(1, Ordering::Relaxed);
+                Lookup::Miss(shard.generation)
+            }
         }
     }
 
@@ -159,8 +189,7 @@ impl Cache {
         }
     }
 
-    /// Bytes held, for tests and metrics.
-    #[cfg(test)]
+    /// Bytes held.
     fn bytes(&self) -> usize {
         self.shards
             .iter()

@@ -29,6 +29,7 @@ mod cache;
 mod store;
 mod writer;
 
+pub use cache::CacheStats;
 pub use store::SledStore;
 pub use writer::SledWriter;
 

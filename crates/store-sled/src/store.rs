@@ -115,6 +115,11 @@ impl SledStore {
         })
     }
 
+    /// What the state cache has done so far (all zero without a cache).
+    pub fn cache_stats(&self) -> crate::CacheStats {
+        self.cache.stats()
+    }
+
     /// The writer this store commits through.
     pub fn writer(&self) -> &SledWriter {
         &self.writer
