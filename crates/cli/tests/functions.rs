@@ -168,6 +168,13 @@ async fn restart_loads_artifacts_without_compiling_and_keeps_state() {
     assert!(node.metric("process_max_fds").await > 0.0);
 }
 
+/// One of the compiled artifacts in a node's data dir.
+fn an_artifact(data_dir: &std::path::Path) -> std::path::PathBuf {
+    let artifacts = data_dir.join("functions/artifacts");
+    let entry = std::fs::read_dir(artifacts).unwrap().next().unwrap();
+    entry.unwrap().path()
+}
+
 #[tokio::test]
 async fn tampered_artifact_is_recompiled_from_source_not_loaded() {
     let dir = tempfile::tempdir().unwrap();
@@ -175,13 +182,7 @@ async fn tampered_artifact_is_recompiled_from_source_not_loaded() {
     node.deploy("echo", guests::ECHO).await;
     node.stop().await;
 
-    let artifacts = dir.path().join("functions/artifacts");
-    let artifact = std::fs::read_dir(&artifacts)
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+    let artifact = an_artifact(dir.path());
     let mut bytes = std::fs::read(&artifact).unwrap();
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0xff;
@@ -202,30 +203,25 @@ async fn missing_artifacts_are_recompiled_after_start_before_a_call_asks() {
     node.deploy("echo", guests::ECHO).await;
     node.deploy("counter", guests::COUNTER).await;
     node.stop().await;
-    let artifacts = dir.path().join("functions/artifacts");
-    let first = std::fs::read_dir(&artifacts)
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap();
-    std::fs::remove_file(first.path()).unwrap();
+    let artifact = an_artifact(dir.path());
+    std::fs::remove_file(&artifact).unwrap();
 
     let node = TestNode::start(dir.path(), &[]).await;
     node.wait_for_metric("edge_compilations_total", 1.0).await;
     // Counted when compiled; written to disk a moment later.
     let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while !first.path().is_file() && std::time::Instant::now() < until {
+    while !artifact.is_file() && std::time::Instant::now() < until {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    assert!(first.path().is_file(), "the artifact is back");
+    assert!(artifact.is_file(), "the artifact is back");
     assert_eq!(node.invoke_ok("echo", None, "ok").await, "ok");
     assert_eq!(node.invoke_ok("counter", Some("s"), "").await, "1");
     assert_eq!(node.metric("edge_compilations_total").await, 1.0);
 }
 
 /// A restarted node reads its records only and loads each function on its
-/// first call or in the background: whichever comes first, a function not
-/// loaded yet can be listed, called, replaced and deleted at once.
+/// first call: a function not loaded yet can be listed, called, replaced
+/// and deleted at once.
 #[tokio::test]
 async fn functions_not_loaded_yet_serve_every_request_at_once() {
     let dir = tempfile::tempdir().unwrap();
