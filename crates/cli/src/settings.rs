@@ -187,7 +187,9 @@ settings! {
         #[arg(long = "mqtt-trigger")]
         #[serde(default, deserialize_with = "from_texts")]
         mqtt_triggers: Vec<MqttTrigger> = Vec::new();
-        /// Call a function at an interval: MS=FUNCTION[@SESSION]
+        /// Call a function on a timer: WHEN=FUNCTION[@SESSION], WHEN an
+        /// interval (250ms, 10s, 5m, 1h) or a cron expression in UTC
+        /// ('*/5 * * * *', six fields with seconds first, @daily)
         /// (repeatable; the session defaults to timer.FUNCTION).
         #[arg(long = "timer-trigger")]
         #[serde(default, deserialize_with = "from_texts")]

@@ -6,7 +6,7 @@ mod support;
 
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use support::{Mosquitto, TestNode, free_addr, guests};
 
 /// A test client subscribed to `filter`; the replies it receives arrive on
@@ -366,6 +366,47 @@ async fn a_timer_calls_its_function_at_its_interval() {
 }
 
 #[tokio::test]
+async fn a_cron_timer_calls_its_function_on_the_second_it_names() {
+    let data = tempfile::tempdir().unwrap();
+    let node = TestNode::start(
+        data.path(),
+        &["--timer-trigger", "*/1 * * * * *=counter@each-second"],
+    )
+    .await;
+    node.deploy("counter", guests::COUNTER).await;
+    // Watch the calls counted: each lands just after a whole second of the
+    // wall clock (an interval timer would land anywhere in the second).
+    const CALLS: &str = "edge_trigger_calls_total";
+    let mut seen = node.metric_where(CALLS, r#"outcome="done""#).await;
+    let mut landed = Vec::new();
+    let give_up = Instant::now() + Duration::from_secs(15);
+    while landed.len() < 3 && Instant::now() < give_up {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let done = node.metric_where(CALLS, r#"outcome="done""#).await;
+        if done > seen {
+            let ms = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap()
+                .subsec_millis();
+            landed.push(ms);
+            seen = done;
+        }
+    }
+    assert_eq!(landed.len(), 3, "calls seen after {landed:?} ms");
+    assert!(
+        landed.iter().all(|ms| *ms < 400),
+        "{landed:?} ms past the second"
+    );
+    let count: u64 = node
+        .invoke_ok("counter", Some("each-second"), "")
+        .await
+        .parse()
+        .unwrap();
+    assert!(count >= 3, "{count}");
+    assert_eq!(node.metric_where(CALLS, r#"outcome="dropped""#).await, 0.0);
+}
+
+#[tokio::test]
 async fn triggers_that_do_not_parse_stop_the_node_with_a_message() {
     let data = tempfile::tempdir().unwrap();
     for (args, says) in [
@@ -375,6 +416,8 @@ async fn triggers_that_do_not_parse_stop_the_node_with_a_message() {
             "mqtt://",
         ),
         (vec!["--timer-trigger", "5=counter"], "10 ms"),
+        (vec!["--timer-trigger", "0 0 30 2 *=counter"], "never fire"),
+        (vec!["--timer-trigger", "61 * * * *=counter"], "minute 61"),
         (
             vec!["--mqtt-broker", "mqtt://x", "--mqtt-trigger", "a/b"],
             "FILTER=FUNCTION",

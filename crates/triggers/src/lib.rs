@@ -1,5 +1,6 @@
 //! What calls functions besides HTTP: an MQTT subscription ([`mqtt`]) calls
-//! a function per message, a timer ([`timer`]) calls one at an interval.
+//! a function per message, a timer ([`timer`]) calls one at an interval or
+//! at the times of a [`cron`] schedule.
 //! Both go through [`edge_core::Node::invoke`], like an HTTP call, and
 //! forward a call whose session another node owns to that node.
 //!
@@ -10,6 +11,7 @@
 //! assert_eq!(t.reply_for("sensors/line-3/temp").unwrap(), "alerts/sensors/line-3/temp");
 //! ```
 
+pub mod cron;
 pub mod mqtt;
 pub mod timer;
 
