@@ -9,7 +9,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use edge_core::compile::CompileConfig;
 use edge_core::sched::SchedConfig;
-use edge_core::{AuthConfig, EngineConfig, Node, NodeConfig};
+use edge_core::{AuthConfig, EngineConfig, Node, NodeConfig, TlsIdentity};
 use edge_http::ServerConfig;
 use serde::Deserialize;
 use std::path::PathBuf;
@@ -117,6 +117,7 @@ fn node_config(s: &Settings) -> Result<NodeConfig> {
         cluster_token: s.cluster_token.clone(),
         open_reads: s.open_reads,
         open_invoke: s.open_invoke,
+        peer_certificates: s.tls_client_ca.is_some(),
     };
     config.sched = SchedConfig {
         slice: (s.background_after_ticks > 0).then_some(s.background_after_ticks),
@@ -127,14 +128,29 @@ fn node_config(s: &Settings) -> Result<NodeConfig> {
         let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
         config.tls_roots = Some(pem);
     }
+    // A node with a certificate presents it to nodes that ask for one.
+    if let (Some(cert), Some(key)) = (&s.tls_cert, &s.tls_key) {
+        let mut pem = std::fs::read(cert).with_context(|| format!("reading {}", cert.display()))?;
+        pem.push(b'\n');
+        pem.extend(std::fs::read(key).with_context(|| format!("reading {}", key.display()))?);
+        config.tls_identity = Some(TlsIdentity(pem));
+    }
     Ok(config)
 }
 
 /// The server's TLS, when both --tls-cert and --tls-key are set.
 fn server_tls(s: &Settings) -> Result<Option<edge_http::Tls>> {
     match (&s.tls_cert, &s.tls_key) {
-        (None, None) => Ok(None),
-        (Some(cert), Some(key)) => Ok(Some(edge_http::Tls::from_pem_files(cert, key)?)),
+        (None, None) if s.tls_client_ca.is_none() => Ok(None),
+        (Some(cert), Some(key)) => Ok(Some(edge_http::Tls::from_pem_files(
+            cert,
+            key,
+            s.tls_client_ca.as_deref(),
+        )?)),
+        (None, None) => bail!(
+            "--tls-client-ca needs --tls-cert and --tls-key: client certificates are asked for \
+             in the TLS handshake"
+        ),
         _ => bail!("--tls-cert and --tls-key go together"),
     }
 }

@@ -217,6 +217,11 @@ settings! {
         /// cluster's own CA.
         #[arg(long, env = "EDGE_TLS_CA")]
         tls_ca: PathBuf;
+        /// Mutual TLS among nodes: ask clients for a certificate from these
+        /// authorities (PEM) and require one on the routes nodes use among
+        /// themselves (needs --tls-cert, which the node presents in turn).
+        #[arg(long, env = "EDGE_TLS_CLIENT_CA")]
+        tls_client_ca: PathBuf;
         /// The MQTT broker the --mqtt-trigger subscriptions use:
         /// mqtt://[user:password@]host[:port], or mqtts://… for TLS
         /// (trusting --tls-ca when given).

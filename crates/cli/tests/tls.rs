@@ -99,6 +99,129 @@ async fn nodes_serve_https_and_talk_to_each_other_over_it() {
     assert!(stderr.to_lowercase().contains("certificate"), "{stderr}");
 }
 
+/// A client trusting the CA in `dir`, presenting `token`, and the
+/// certificate and key in `identity` when given.
+fn client(dir: &Path, token: &str, identity: Option<&Path>) -> reqwest::Client {
+    let ca = std::fs::read(dir.join("ca.pem")).unwrap();
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {token}").parse().unwrap(),
+    );
+    let mut builder = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
+        .default_headers(headers);
+    if let Some(dir) = identity {
+        let mut pem = std::fs::read(dir.join("cert.pem")).unwrap();
+        pem.extend(std::fs::read(dir.join("key.pem")).unwrap());
+        builder = builder.identity(reqwest::Identity::from_pem(&pem).unwrap());
+    }
+    builder.build().unwrap()
+}
+
+#[tokio::test]
+async fn with_client_certificates_only_nodes_of_the_cluster_reach_its_node_routes() {
+    let certs = tempfile::tempdir().unwrap();
+    support::make_certificates(certs.path());
+    let c = certs.path();
+    // Another fleet's CA and a certificate it signed.
+    let others = tempfile::tempdir().unwrap();
+    support::make_certificates(others.path());
+    let o = others.path();
+    let mtls = |dir: &Path| {
+        vec![
+            "--tls-cert".to_owned(),
+            arg(dir, "cert.pem"),
+            "--tls-key".to_owned(),
+            arg(dir, "key.pem"),
+            "--tls-ca".to_owned(),
+            arg(c, "ca.pem"),
+            "--tls-client-ca".to_owned(),
+            arg(c, "ca.pem"),
+            "--token".to_owned(),
+            "client-token".to_owned(),
+            "--cluster-token".to_owned(),
+            "cluster-token".to_owned(),
+        ]
+    };
+    let ours = mtls(c);
+    let ours: Vec<&str> = ours.iter().map(String::as_str).collect();
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let b = TestNode::start(dirs[1].path(), &ours)
+        .await
+        .with_client(client(c, "client-token", None));
+    let peer = format!("b={}", b.url);
+    let a = TestNode::start(dirs[0].path(), &[&ours[..], &["--peer", &peer]].concat())
+        .await
+        .with_client(client(c, "client-token", None));
+    for n in [&a, &b] {
+        n.deploy("counter", guests::COUNTER).await;
+    }
+
+    // Nodes present their certificates to each other: a session moves from
+    // A to B, and A forwards to B.
+    a.set_mode("s", "local").await;
+    assert_eq!(a.invoke_ok("counter", Some("s"), "").await, "1");
+    let r = a.migrate("s", &b.url).await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    assert_eq!(b.invoke_ok("counter", Some("s"), "").await, "2");
+    assert_eq!(a.invoke_ok("counter", Some("s"), "").await, "3");
+
+    // The cluster token without a certificate is not enough for a node
+    // route; clients need no certificate for theirs.
+    let state = b.at("/v1/sessions/s/state");
+    let tokened = client(c, "cluster-token", None);
+    let r = tokened.get(&state).send().await.unwrap();
+    assert_eq!(r.status(), 403);
+    let text = r.text().await.unwrap();
+    assert!(text.contains("client_certificate_required"), "{text}");
+    let r = tokened
+        .post(b.at("/v1/functions/counter/invoke"))
+        .header("edge-session", "s")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "4");
+    // With the cluster's certificate, the same request is a node's.
+    let certified = client(c, "cluster-token", Some(c));
+    let r = certified.get(&state).send().await.unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    // The certificate does not replace the token.
+    let r = client(c, "client-token", Some(c))
+        .get(&state)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    // A certificate from another CA fails the handshake.
+    let e = client(c, "cluster-token", Some(o))
+        .get(&state)
+        .send()
+        .await
+        .unwrap_err();
+    assert!(e.is_connect() || e.is_request(), "{e:?}");
+
+    // A node with the cluster token and a certificate from another CA
+    // cannot hand B a session: nothing moves, it counts on.
+    let stranger = mtls(o);
+    let stranger: Vec<&str> = stranger.iter().map(String::as_str).collect();
+    let stranger = TestNode::start(
+        dirs[2].path(),
+        &[&stranger[..], &["--peer", &peer]].concat(),
+    )
+    .await
+    .with_client(client(o, "client-token", None));
+    stranger.deploy("counter", guests::COUNTER).await;
+    stranger.set_mode("t", "local").await;
+    assert_eq!(stranger.invoke_ok("counter", Some("t"), "").await, "1");
+    let r = stranger.migrate("t", &b.url).await;
+    assert_eq!(r.status(), 500, "{}", r.text().await.unwrap());
+    assert_eq!(stranger.invoke_ok("counter", Some("t"), "").await, "2");
+    assert!(b.healthy().await);
+    assert_eq!(b.invoke_ok("counter", Some("s"), "").await, "5");
+}
+
 #[tokio::test]
 async fn a_bad_certificate_setting_stops_the_node_with_a_message() {
     let certs = tempfile::tempdir().unwrap();
@@ -126,6 +249,21 @@ async fn a_bad_certificate_setting_stops_the_node_with_a_message() {
             "ca.pem",
         ),
         (vec!["--tls-ca", &arg(c, "key.pem")], "certificate"),
+        (
+            vec!["--tls-client-ca", &arg(c, "ca.pem")],
+            "needs --tls-cert",
+        ),
+        (
+            vec![
+                "--tls-cert",
+                &arg(c, "cert.pem"),
+                "--tls-key",
+                &arg(c, "key.pem"),
+                "--tls-client-ca",
+                &arg(c, "key.pem"),
+            ],
+            "key.pem: no certificate",
+        ),
     ] {
         let stderr = support::serve_refuses(data.path(), &args);
         assert!(stderr.contains(says), "{args:?}: {stderr}");

@@ -90,7 +90,8 @@ impl std::str::FromStr for RemoteStore {
 }
 
 /// The tokens a node takes and presents, and what is open without one.
-#[derive(Debug, Clone, Default)]
+/// Its `Debug` does not show the tokens.
+#[derive(Clone, Default)]
 pub struct AuthConfig {
     /// The token clients present.
     pub token: Option<String>,
@@ -100,6 +101,33 @@ pub struct AuthConfig {
     pub open_reads: bool,
     /// Invocation needs no token.
     pub open_invoke: bool,
+    /// The routes nodes use among themselves also need a client certificate
+    /// the server verified (mutual TLS, `--tls-client-ca`): a leaked cluster
+    /// token alone does not let anyone pose as a node.
+    pub peer_certificates: bool,
+}
+
+impl std::fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shown = |t: &Option<String>| t.as_ref().map(|_| "<set>");
+        f.debug_struct("AuthConfig")
+            .field("token", &shown(&self.token))
+            .field("cluster_token", &shown(&self.cluster_token))
+            .field("open_reads", &self.open_reads)
+            .field("open_invoke", &self.open_invoke)
+            .field("peer_certificates", &self.peer_certificates)
+            .finish()
+    }
+}
+
+/// A PEM certificate chain and its private key; its `Debug` shows neither.
+#[derive(Clone)]
+pub struct TlsIdentity(pub Vec<u8>);
+
+impl std::fmt::Debug for TlsIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TlsIdentity(<certificate and key>)")
+    }
 }
 
 impl AuthConfig {
@@ -176,6 +204,9 @@ pub struct NodeConfig {
     /// Certificate authorities (PEM) trusted for `https://` nodes besides
     /// the system's: a cluster's own CA.
     pub tls_roots: Option<Vec<u8>>,
+    /// What the node presents when another node asks it for a client
+    /// certificate (mutual TLS): its own `--tls-cert` and `--tls-key`.
+    pub tls_identity: Option<TlsIdentity>,
 }
 
 impl NodeConfig {
@@ -214,6 +245,32 @@ impl NodeConfig {
             auth: AuthConfig::default(),
             sched: crate::sched::SchedConfig::default(),
             tls_roots: None,
+            tls_identity: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_shows_no_secret() {
+        let auth = AuthConfig {
+            token: Some("client-secret".into()),
+            cluster_token: Some("cluster-secret".into()),
+            ..AuthConfig::default()
+        };
+        let identity = TlsIdentity(b"-----BEGIN PRIVATE KEY-----\nkey-secret".to_vec());
+        let config = NodeConfig {
+            auth,
+            tls_identity: Some(identity),
+            ..NodeConfig::new("/tmp/unused")
+        };
+        let shown = format!("{config:?}");
+        for secret in ["client-secret", "cluster-secret", "key-secret"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert!(shown.contains("cluster_token: Some(\"<set>\")"), "{shown}");
     }
 }

@@ -38,7 +38,7 @@ pub mod session;
 pub mod storage;
 pub mod teardown;
 
-pub use config::{AuthConfig, EngineConfig, NodeConfig, RemoteStore};
+pub use config::{AuthConfig, EngineConfig, NodeConfig, RemoteStore, TlsIdentity};
 
 /// The wasmtime version this runtime is built on (kept equal to the exact
 /// pin in the workspace `Cargo.toml`; a test checks it).

@@ -122,9 +122,14 @@ impl Node {
             usize::try_from(config.state_cache_bytes).unwrap_or(usize::MAX),
         )?);
         metrics.watch_state_cache(local.clone())?;
-        let peer = match &config.tls_roots {
-            Some(pem) => PeerClient::with_roots(config.auth.outgoing(), pem)?,
-            None => PeerClient::new(config.auth.outgoing()),
+        let peer = if config.tls_roots.is_some() || config.tls_identity.is_some() {
+            PeerClient::with_tls(
+                config.auth.outgoing(),
+                config.tls_roots.as_deref(),
+                config.tls_identity.as_ref().map(|i| i.0.as_slice()),
+            )?
+        } else {
+            PeerClient::new(config.auth.outgoing())
         };
         // A node of a cluster talks to other nodes soon: its client is made
         // meanwhile. A lone node never waits for the system's roots.

@@ -10,10 +10,13 @@
 //! With a cluster token configured, the routes nodes use between themselves
 //! (imports, the state server, `/v1/wf/*`) accept **only** the cluster
 //! token: a client token gets 403 there, so a client can never write a
-//! session's state behind its guest's back nor pose as a peer.
+//! session's state behind its guest's back nor pose as a peer. With client
+//! authorities configured (`--tls-client-ca`), those routes also need a
+//! client certificate the TLS handshake verified.
 
 use super::api::AppState;
 use super::error::ApiError;
+use super::tls::ClientCertified;
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -77,6 +80,20 @@ pub fn is_cluster_route(path: &str) -> bool {
 /// The middleware.
 pub async fn require_token(State(node): State<AppState>, request: Request, next: Next) -> Response {
     let auth = &node.config().auth;
+    if auth.peer_certificates
+        && is_cluster_route(request.uri().path())
+        && request.extensions().get::<ClientCertified>().is_none()
+    {
+        let err = ApiError::new(
+            StatusCode::FORBIDDEN,
+            "client_certificate_required",
+            "this route is for the nodes of the cluster: it needs a client certificate \
+             from the cluster's CA (--tls-client-ca)",
+        );
+        return super::api::refuse(request.into_body(), err)
+            .await
+            .into_response();
+    }
     if !auth.enabled() || is_open(auth, request.method(), request.uri().path()) {
         return next.run(request).await;
     }

@@ -36,4 +36,4 @@ pub use edge_proto::routes::{
 };
 pub use error::ApiError;
 pub use server::{ServerConfig, serve};
-pub use tls::{Tls, TlsError};
+pub use tls::{ClientCertified, Tls, TlsError};

@@ -2,6 +2,7 @@
 //! header-read timeout, keep-alive, a cap on open connections and graceful
 //! shutdown.
 
+use crate::tls::ClientCertified;
 use edge_core::node::Node;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -82,8 +83,8 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(router.clone());
         let Some(tls) = &config.tls else {
+            let service = TowerToHyperService::new(router.clone());
             let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
             tokio::spawn(async move {
                 if let Err(e) = conn.await {
@@ -94,6 +95,7 @@ pub async fn serve(
             continue;
         };
         let (acceptor, builder, watcher) = (tls.0.clone(), builder.clone(), graceful.watcher());
+        let router = router.clone();
         let handshake = config.header_read_timeout;
         tokio::spawn(async move {
             // A client that never finishes its handshake holds a slot no
@@ -109,6 +111,19 @@ pub async fn serve(
                     return;
                 }
             };
+            // rustls keeps the client's certificates only when they
+            // verified against the client authorities.
+            let certified = stream.get_ref().1.peer_certificates().is_some();
+            let router = tower::ServiceExt::map_request(
+                router,
+                move |mut request: http::Request<hyper::body::Incoming>| {
+                    if certified {
+                        request.extensions_mut().insert(ClientCertified);
+                    }
+                    request
+                },
+            );
+            let service = TowerToHyperService::new(router);
             let conn = watcher.watch(builder.serve_connection(TokioIo::new(stream), service));
             if let Err(e) = conn.await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");

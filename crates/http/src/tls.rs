@@ -1,4 +1,6 @@
-//! TLS for the server: a certificate chain and its key, from PEM files.
+//! TLS for the server: a certificate chain and its key, from PEM files, and
+//! optionally the authorities whose client certificates it takes (mutual
+//! TLS between the nodes of a cluster).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -25,7 +27,20 @@ pub enum TlsError {
     /// say).
     #[error("certificate and key: {0}")]
     Config(String),
+    /// The client CA file holds no usable authority.
+    #[error("{path}: {message}")]
+    ClientCa {
+        /// The file.
+        path: String,
+        /// What was wrong.
+        message: String,
+    },
 }
+
+/// Marks a request that came over a connection whose client presented a
+/// certificate the server verified against its client authorities.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientCertified;
 
 /// The server's TLS: what accepts a connection's handshake.
 #[derive(Clone)]
@@ -39,31 +54,69 @@ impl std::fmt::Debug for Tls {
 
 impl Tls {
     /// Serves the certificate chain in `cert` (leaf first) with the private
-    /// key in `key`, both PEM; HTTP/1.1 only, TLS 1.2 and 1.3.
-    pub fn from_pem_files(cert: &Path, key: &Path) -> Result<Tls, TlsError> {
-        let pem = |path: &Path| {
-            let path = path.display().to_string();
-            move |e: rustls::pki_types::pem::Error| TlsError::Pem {
-                path: path.clone(),
-                message: e.to_string(),
-            }
-        };
-        let chain = CertificateDer::pem_file_iter(cert)
-            .map_err(pem(cert))?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(pem(cert))?;
+    /// key in `key`, both PEM; HTTP/1.1 only, TLS 1.2 and 1.3. With
+    /// `client_ca`, the server asks every client for a certificate and
+    /// verifies one that is presented against those authorities (a client
+    /// may present none: the routes decide what they need, see
+    /// [`ClientCertified`]); one that does not verify fails the handshake.
+    pub fn from_pem_files(
+        cert: &Path,
+        key: &Path,
+        client_ca: Option<&Path>,
+    ) -> Result<Tls, TlsError> {
+        let chain = certificates(cert)?;
         if chain.is_empty() {
             return Err(TlsError::NoCertificate(cert.display().to_string()));
         }
-        let key = PrivateKeyDer::from_pem_file(key).map_err(pem(key))?;
+        let key = PrivateKeyDer::from_pem_file(key).map_err(pem_error(key))?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
-            .map_err(|e| TlsError::Config(e.to_string()))?
-            .with_no_client_auth()
+            .map_err(|e| TlsError::Config(e.to_string()))?;
+        let builder = match client_ca {
+            None => builder.with_no_client_auth(),
+            Some(path) => {
+                let bad = |message: String| TlsError::ClientCa {
+                    path: path.display().to_string(),
+                    message,
+                };
+                let mut roots = rustls::RootCertStore::empty();
+                for ca in certificates(path)? {
+                    roots.add(ca).map_err(|e| bad(e.to_string()))?;
+                }
+                if roots.is_empty() {
+                    return Err(bad("no certificate in it".into()));
+                }
+                let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                    Arc::new(roots),
+                    provider,
+                )
+                .allow_unauthenticated()
+                .build()
+                .map_err(|e| bad(e.to_string()))?;
+                builder.with_client_cert_verifier(verifier)
+            }
+        };
+        let mut config = builder
             .with_single_cert(chain, key)
             .map_err(|e| TlsError::Config(e.to_string()))?;
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(Tls(TlsAcceptor::from(Arc::new(config))))
     }
+}
+
+fn pem_error(path: &Path) -> impl Fn(rustls::pki_types::pem::Error) -> TlsError + use<> {
+    let path = path.display().to_string();
+    move |e| TlsError::Pem {
+        path: path.clone(),
+        message: e.to_string(),
+    }
+}
+
+/// Every certificate in the PEM file at `path`.
+fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    CertificateDer::pem_file_iter(path)
+        .map_err(pem_error(path))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(pem_error(path))
 }

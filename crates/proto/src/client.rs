@@ -232,10 +232,12 @@ struct Lazy {
 }
 
 /// The HTTP client: the token on every request, the system's roots and
-/// `roots` trusted.
+/// `roots` trusted, `identity` presented to a server that asks for a client
+/// certificate.
 fn build(
     token: Option<&str>,
     roots: Vec<reqwest::Certificate>,
+    identity: Option<reqwest::Identity>,
 ) -> Result<reqwest::Client, PeerError> {
     let mut headers = HeaderMap::new();
     if let Some(Ok(v)) = token.map(|t| HeaderValue::from_str(&format!("Bearer {t}"))) {
@@ -247,6 +249,9 @@ fn build(
         .tcp_nodelay(true);
     for root in roots {
         builder = builder.add_root_certificate(root);
+    }
+    if let Some(identity) = identity {
+        builder = builder.identity(identity);
     }
     builder
         .build()
@@ -272,15 +277,31 @@ impl PeerClient {
     }
 
     /// As [`PeerClient::new`], also trusting the certificate authorities in
-    /// `pem` (one or more PEM certificates): a cluster's own CA. The client
-    /// is made now, so a bad CA file is refused at once.
-    pub fn with_roots(token: Option<&str>, pem: &[u8]) -> Result<Self, PeerError> {
-        let roots = reqwest::Certificate::from_pem_bundle(pem)
-            .map_err(|e| PeerError::Tls(format!("the CA certificates: {e}")))?;
-        if roots.is_empty() {
-            return Err(PeerError::Tls("no certificate in the CA file".into()));
-        }
-        let http = build(token, roots)?;
+    /// `roots` (one or more PEM certificates: a cluster's own CA) and
+    /// presenting `identity` (a PEM certificate chain and its private key:
+    /// the node's own) to a node that asks for a client certificate. The
+    /// client is made now, so a bad file is refused at once.
+    pub fn with_tls(
+        token: Option<&str>,
+        roots: Option<&[u8]>,
+        identity: Option<&[u8]>,
+    ) -> Result<Self, PeerError> {
+        let roots = match roots {
+            None => Vec::new(),
+            Some(pem) => {
+                let roots = reqwest::Certificate::from_pem_bundle(pem)
+                    .map_err(|e| PeerError::Tls(format!("the CA certificates: {e}")))?;
+                if roots.is_empty() {
+                    return Err(PeerError::Tls("no certificate in the CA file".into()));
+                }
+                roots
+            }
+        };
+        let identity = identity
+            .map(reqwest::Identity::from_pem)
+            .transpose()
+            .map_err(|e| PeerError::Tls(format!("the client certificate and key: {e}")))?;
+        let http = build(token, roots, identity)?;
         Ok(Self {
             inner: Arc::new(Lazy {
                 token: token.map(str::to_owned),
@@ -305,7 +326,7 @@ impl PeerClient {
 
     fn http(&self) -> &reqwest::Client {
         self.inner.http.get_or_init(|| {
-            build(self.inner.token.as_deref(), Vec::new()).unwrap_or_else(|e| {
+            build(self.inner.token.as_deref(), Vec::new(), None).unwrap_or_else(|e| {
                 // The builder fails only on a TLS backend or root store
                 // that cannot be set up; a client without them then.
                 tracing::warn!(error = %e, "peer client without the system's roots");

@@ -141,6 +141,13 @@ impl TestNode {
         self
     }
 
+    /// Sends this handle's requests with `http` (a client with its own
+    /// roots, token and client certificate).
+    pub fn with_client(mut self, http: reqwest::Client) -> TestNode {
+        self.http = http;
+        self
+    }
+
     /// Waits (at most `limit`) for the node to exit on its own.
     pub async fn wait_exit(mut self, limit: Duration) -> std::process::ExitStatus {
         tokio::time::timeout(limit, self.child.wait())
