@@ -383,11 +383,7 @@ async fn a_migration_needs_the_function_at_the_target_and_deploy_all_puts_it_the
     assert_eq!(a.invoke_ok("counter", Some("s"), "").await, "4");
     // Gone from every node, a function is not found anywhere.
     for n in [&a, &b] {
-        n.http
-            .delete(n.at("/v1/functions/counter"))
-            .send()
-            .await
-            .unwrap();
+        n.delete_function("counter").await;
     }
     tokio::time::sleep(Duration::from_millis(1500)).await;
     support::assert_error(a.invoke("counter", None, "").await, 404, "not_found").await;

@@ -94,12 +94,7 @@ async fn variables_set_at_deploy_reach_the_guest_and_follow_every_change() {
         "maintenance"
     );
     // Deleting the function deletes them: a new one starts with none.
-    let r = node
-        .http
-        .delete(node.at("/v1/functions/kv"))
-        .send()
-        .await
-        .unwrap();
+    let r = node.delete_function("kv").await;
     assert_eq!(r.status(), 200);
     node.deploy("kv", guests::WASI_KV).await;
     assert_eq!(node.invoke_ok("kv", None, "config-all").await, "");

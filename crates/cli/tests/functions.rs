@@ -99,28 +99,14 @@ async fn functions_are_listed_described_and_deleted() {
     assert!(info["uploaded_at"].as_u64().unwrap() > 1_700_000_000);
 
     // Deleting one of two names for the same component keeps the other working.
-    let r = node
-        .http
-        .delete(node.at("/v1/functions/echo"))
-        .send()
-        .await
-        .unwrap();
+    let r = node.delete_function("echo").await;
     assert_eq!(r.status(), 200);
     assert_error(node.invoke("echo", None, "x").await, 404, "not_found").await;
     assert_eq!(
         node.invoke_ok("echo-2", None, "still here").await,
         "still here"
     );
-    assert_error(
-        node.http
-            .delete(node.at("/v1/functions/echo"))
-            .send()
-            .await
-            .unwrap(),
-        404,
-        "not_found",
-    )
-    .await;
+    assert_error(node.delete_function("echo").await, 404, "not_found").await;
     assert_error(
         node.http
             .get(node.at("/v1/functions/echo"))
@@ -238,12 +224,7 @@ async fn functions_not_loaded_yet_serve_every_request_at_once() {
     node.stop().await;
 
     let node = TestNode::start(dir.path(), &[]).await;
-    let r = node
-        .http
-        .delete(node.at("/v1/functions/echo"))
-        .send()
-        .await
-        .unwrap();
+    let r = node.delete_function("echo").await;
     assert_eq!(r.status(), 200);
     // The same bytes again: the recorded artifact serves, nothing compiles.
     node.deploy("counter", guests::COUNTER).await;
@@ -382,12 +363,7 @@ async fn identical_bytes_are_not_compiled_again() {
     assert_eq!(info["compile_ms"], 0.0, "{info}");
     assert_eq!(node.invoke_ok("echo2", None, "same").await, "same");
     // Removing one keeps the files the other uses.
-    let r = node
-        .http
-        .delete(node.at("/v1/functions/echo"))
-        .send()
-        .await
-        .unwrap();
+    let r = node.delete_function("echo").await;
     assert_eq!(r.status(), 200);
     assert_eq!(node.invoke_ok("echo2", None, "kept").await, "kept");
     node.stop().await;
@@ -457,12 +433,7 @@ async fn a_redeploy_keeps_the_previous_version_for_a_rollback() {
         "current and previous, source and artifact each"
     );
     // Delete removes every version.
-    let r = node
-        .http
-        .delete(node.at("/v1/functions/f"))
-        .send()
-        .await
-        .unwrap();
+    let r = node.delete_function("f").await;
     assert_eq!(r.status(), 200);
     assert_eq!(function_files(dir.path()), 0);
     assert_error(rollback(&node, "f").await, 404, "not_found").await;

@@ -248,6 +248,15 @@ impl TestNode {
         req.send().await.unwrap()
     }
 
+    /// Deletes function `name` (with its versions).
+    pub async fn delete_function(&self, name: &str) -> reqwest::Response {
+        self.http
+            .delete(self.at(&format!("/v1/functions/{name}")))
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// Invokes and returns the body as text, asserting 200.
     pub async fn invoke_ok(
         &self,
