@@ -232,7 +232,9 @@ impl Node {
         session.uses([&function.name[..]]);
         let deadline = started + self.config.invoke_deadline;
         let inputs: Arc<[Input]> = req.inputs.into();
-        let result = self.route(&function, &session, &inputs, deadline).await;
+        // Boxed: the call's future is several KiB, and the HTTP layer moves
+        // (and boxes) the future that holds it; a pointer moves for free.
+        let result = Box::pin(self.route(&function, &session, &inputs, deadline)).await;
         if ephemeral {
             self.sessions.keep_if_used(&session).await;
         }
@@ -481,6 +483,8 @@ impl Node {
         F::Output: Send + 'static,
     {
         let grace = deadline.saturating_duration_since(Instant::now()) + Duration::from_secs(1);
+        // Boxed once here, so the timeout and the scheduler move a pointer.
+        let call = Box::pin(call);
         match tokio::time::timeout(grace, self.sched.run(&function.penalty, placement, call)).await
         {
             Err(_) => {
