@@ -209,83 +209,98 @@ fn spread(mut v: Vec<f64>) -> (f64, (f64, f64)) {
     (mid, range)
 }
 
-fn measure(
-    tools: &Tools,
-    scratch: &Path,
-    t: &Target<'_>,
-    secs: u64,
-    runs: u32,
-) -> Result<Vec<Row>> {
-    let url = format!("http://{}{}", t.server.addr, t.path);
-    let warm_up = Load {
-        url: url.clone(),
+fn load_of(t: &Target<'_>, connections: u32, secs: u64) -> Load {
+    Load {
+        url: format!("http://{}{}", t.server.addr, t.path),
         method: t.method,
-        sessions: (t.sessions)(32),
-        connections: 32,
-        duration: Duration::from_secs(1),
-    };
-    load::run(&tools.wrk, scratch, &warm_up)?;
-    let mut rows = Vec::new();
-    for c in [1u32, 32] {
-        let mut samples = Vec::new();
-        for _ in 0..runs.max(1) {
-            let cpu_before = t.server.cpu_seconds()?;
-            let sample = load::run(
-                &tools.wrk,
-                scratch,
-                &Load {
-                    url: url.clone(),
-                    method: t.method,
-                    sessions: (t.sessions)(c),
-                    connections: c,
-                    duration: Duration::from_secs(secs),
-                },
-            )?;
-            let cpu = t.server.cpu_seconds()? - cpu_before;
-            eprintln!(
-                "  {:<28} c={c:<2} {:>8.0} req/s  p50 {:>6.0} µs  p99 {:>6.0} µs  errors {}",
-                t.name,
-                sample.rate(),
-                sample.p50_us,
-                sample.p99_us,
-                sample.errors
-            );
-            samples.push((sample, cpu * 1e6 / sample.requests.max(1) as f64));
-        }
-        let (rate, rate_range) = spread(samples.iter().map(|(s, _)| s.rate()).collect());
-        let (p50_us, p50_range) = spread(samples.iter().map(|(s, _)| s.p50_us).collect());
-        let (p99_us, _) = spread(samples.iter().map(|(s, _)| s.p99_us).collect());
-        let (cpu_us, _) = spread(samples.iter().map(|(_, cpu)| *cpu).collect());
-        rows.push(Row {
-            target: t.name.into(),
-            reference: t.reference.into(),
-            connections: c,
-            rate,
-            p50_us,
-            p99_us,
-            cpu_us,
-            errors: samples.iter().map(|(s, _)| s.errors).sum(),
-            runs: samples.len() as u32,
-            rate_range,
-            p50_range,
-        });
+        sessions: (t.sessions)(connections),
+        connections,
+        duration: Duration::from_secs(secs),
     }
-    Ok(rows)
+}
+
+/// One sample of `t` at `c` connections: the load's figures and the
+/// server's CPU per request (µs).
+fn sample(tools: &Tools, scratch: &Path, t: &Target<'_>, c: u32, secs: u64) -> Result<Sample> {
+    let cpu_before = t.server.cpu_seconds()?;
+    let sample = load::run(&tools.wrk, scratch, &load_of(t, c, secs))?;
+    let cpu = t.server.cpu_seconds()? - cpu_before;
+    eprintln!(
+        "  {:<34} c={c:<2} {:>8.0} req/s  p50 {:>6.0} µs  p99 {:>6.0} µs  errors {}",
+        t.name,
+        sample.rate(),
+        sample.p50_us,
+        sample.p99_us,
+        sample.errors
+    );
+    let cpu_us = cpu * 1e6 / sample.requests.max(1) as f64;
+    Ok(Sample {
+        load: sample,
+        cpu_us,
+    })
+}
+
+struct Sample {
+    load: load::Sample,
+    cpu_us: f64,
+}
+
+/// The row of `t` at `c` connections from its samples (medians, ranges).
+fn row(t: &Target<'_>, c: u32, samples: &[Sample]) -> Row {
+    let (rate, rate_range) = spread(samples.iter().map(|s| s.load.rate()).collect());
+    let (p50_us, p50_range) = spread(samples.iter().map(|s| s.load.p50_us).collect());
+    let (p99_us, _) = spread(samples.iter().map(|s| s.load.p99_us).collect());
+    let (cpu_us, _) = spread(samples.iter().map(|s| s.cpu_us).collect());
+    Row {
+        target: t.name.into(),
+        reference: t.reference.into(),
+        connections: c,
+        rate,
+        p50_us,
+        p99_us,
+        cpu_us,
+        errors: samples.iter().map(|s| s.load.errors).sum(),
+        runs: samples.len() as u32,
+        rate_range,
+        p50_range,
+    }
 }
 
 const WT_DEFAULT: &str = "wasmtime serve";
 const WT_REUSE: &str = "wasmtime serve (reuse)";
 
+/// Every target, every run, interleaved: all servers run at once (an idle
+/// one costs nothing) and each round loads each target in turn, so a
+/// machine whose load drifts during the run shifts every target alike and
+/// the ratios (taken within the run) stay fair.
 fn throughput(tools: &Tools, scratch: &Path, secs: u64, runs: u32) -> Result<Vec<Row>> {
     let hello = std::fs::read(guests::HELLO)?;
-    let mut rows = Vec::new();
-
     let mut node = edge_node(tools, &scratch.join("edge-throughput"), &[])?;
     node.wait_listening(Duration::from_secs(30))?;
     deploy(&node, "hello", hello)?;
     deploy(&node, "hello-http", std::fs::read(guests::HELLO_HTTP)?)?;
     pin_sessions(&node, &warm_sessions(32))?;
-    for t in [
+    let component = Path::new(guests::HELLO_HTTP);
+    let mut wt = wasmtime_serve(tools, component, &[])?;
+    let mut wt_reuse =
+        wasmtime_serve(tools, component, &["--max-instance-reuse-count", "1000000"])?;
+    let addr = free_addr()?;
+    let mut cmd = Command::new(&tools.plain_hyper);
+    cmd.arg(addr.to_string());
+    let mut hyper = Server::spawn(cmd, addr)?;
+    for server in [&mut wt, &mut wt_reuse] {
+        server.wait_listening(Duration::from_secs(60))?;
+    }
+    hyper.wait_listening(Duration::from_secs(10))?;
+    let get = |name, reference, server, path| Target {
+        name,
+        reference,
+        server,
+        method: "GET",
+        path,
+        sessions: no_sessions,
+    };
+    let targets = [
         Target {
             name: "edge-node cold",
             reference: WT_DEFAULT,
@@ -303,53 +318,42 @@ fn throughput(tools: &Tools, scratch: &Path, secs: u64, runs: u32) -> Result<Vec
             sessions: warm_sessions,
         },
         // The very component `wasmtime serve` runs, as a wasi:http function.
-        Target {
-            name: "edge-node wasi:http (hello-http)",
-            reference: WT_DEFAULT,
-            server: &node,
-            method: "GET",
-            path: "/hello-http/",
-            sessions: no_sessions,
-        },
-    ] {
-        rows.extend(measure(tools, scratch, &t, secs, runs)?);
+        get(
+            "edge-node wasi:http (hello-http)",
+            WT_DEFAULT,
+            &node,
+            "/hello-http/",
+        ),
+        get(WT_DEFAULT, WT_DEFAULT, &wt, "/"),
+        get(WT_REUSE, WT_REUSE, &wt_reuse, "/"),
+        get("plain hyper (no wasm)", WT_REUSE, &hyper, "/"),
+    ];
+    for t in &targets {
+        load::run(&tools.wrk, scratch, &load_of(t, 32, 1))?;
     }
-    node.stop()?;
-
-    let component = Path::new(guests::HELLO_HTTP);
-    for (name, extra) in [
-        (WT_DEFAULT, &[][..]),
-        (WT_REUSE, &["--max-instance-reuse-count", "1000000"][..]),
-    ] {
-        let mut server = wasmtime_serve(tools, component, extra)?;
-        server.wait_listening(Duration::from_secs(60))?;
-        let t = Target {
-            name,
-            reference: name,
-            server: &server,
-            method: "GET",
-            path: "/",
-            sessions: no_sessions,
-        };
-        rows.extend(measure(tools, scratch, &t, secs, runs)?);
+    let mut rows = Vec::new();
+    for c in [1u32, 32] {
+        let mut samples: Vec<Vec<Sample>> = targets.iter().map(|_| Vec::new()).collect();
+        for _ in 0..runs.max(1) {
+            for (t, samples) in targets.iter().zip(&mut samples) {
+                samples.push(sample(tools, scratch, t, c, secs)?);
+            }
+        }
+        rows.extend(
+            targets
+                .iter()
+                .zip(&samples)
+                .map(|(t, samples)| row(t, c, samples)),
+        );
+    }
+    // In the report's order: each target at c=1, then at c=32.
+    rows.sort_by_key(|r| {
+        let at = targets.iter().position(|t| t.name == r.target);
+        (at, r.connections)
+    });
+    for server in [node, wt, wt_reuse, hyper] {
         server.stop()?;
     }
-
-    let addr = free_addr()?;
-    let mut cmd = Command::new(&tools.plain_hyper);
-    cmd.arg(addr.to_string());
-    let mut hyper = Server::spawn(cmd, addr)?;
-    hyper.wait_listening(Duration::from_secs(10))?;
-    let t = Target {
-        name: "plain hyper (no wasm)",
-        reference: WT_REUSE,
-        server: &hyper,
-        method: "GET",
-        path: "/",
-        sessions: no_sessions,
-    };
-    rows.extend(measure(tools, scratch, &t, secs, runs)?);
-    hyper.stop()?;
     Ok(rows)
 }
 
