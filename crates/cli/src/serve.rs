@@ -128,12 +128,13 @@ fn node_config(s: &Settings) -> Result<NodeConfig> {
         let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
         config.tls_roots = Some(pem);
     }
-    // A node with a certificate presents it to nodes that ask for one.
+    // A node with a certificate presents it to nodes (and a Redis) that ask
+    // for one.
     if let (Some(cert), Some(key)) = (&s.tls_cert, &s.tls_key) {
-        let mut pem = std::fs::read(cert).with_context(|| format!("reading {}", cert.display()))?;
-        pem.push(b'\n');
-        pem.extend(std::fs::read(key).with_context(|| format!("reading {}", key.display()))?);
-        config.tls_identity = Some(TlsIdentity(pem));
+        config.tls_identity = Some(TlsIdentity {
+            cert: std::fs::read(cert).with_context(|| format!("reading {}", cert.display()))?,
+            key: std::fs::read(key).with_context(|| format!("reading {}", key.display()))?,
+        });
     }
     Ok(config)
 }

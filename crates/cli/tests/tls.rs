@@ -309,6 +309,44 @@ async fn nodes_keep_state_in_a_redis_that_speaks_only_tls() {
     assert_eq!(a.invoke_ok("counter", Some("r"), "").await, "5");
 }
 
+#[tokio::test]
+async fn a_redis_that_wants_client_certificates_gets_the_nodes_own() {
+    let certs = tempfile::tempdir().unwrap();
+    support::make_certificates(certs.path());
+    let c = certs.path();
+    let redis = support::RedisServer::start_mutual_tls(c).await;
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let ca = arg(c, "ca.pem");
+    // A node with a certificate from the CA Redis trusts keeps its
+    // remote-state sessions there.
+    let node = TestNode::start(
+        dirs[0].path(),
+        &[
+            "--remote-store",
+            &redis.url,
+            "--tls-ca",
+            &ca,
+            "--tls-cert",
+            &arg(c, "cert.pem"),
+            "--tls-key",
+            &arg(c, "key.pem"),
+        ],
+    )
+    .await
+    .with_ca(&std::fs::read_to_string(c.join("ca.pem")).unwrap());
+    node.deploy("counter", guests::COUNTER).await;
+    for expected in ["1", "2", "3"] {
+        assert_eq!(node.invoke_ok("counter", Some("r"), "").await, expected);
+    }
+    // Without one, the node cannot connect and stops at start, saying so.
+    let stderr = support::serve_refuses(
+        dirs[1].path(),
+        &["--remote-store", &redis.url, "--tls-ca", &ca],
+    );
+    assert!(stderr.contains("CertificateRequired"), "{stderr}");
+    assert_eq!(node.invoke_ok("counter", Some("r"), "").await, "4");
+}
+
 /// A guest's `https://` request to a host with a certificate from the
 /// node's own CA goes through when the node was given that CA
 /// (`--tls-ca`), and fails verification when it was not; the allow-list

@@ -122,7 +122,22 @@ impl std::fmt::Debug for AuthConfig {
 
 /// A PEM certificate chain and its private key; its `Debug` shows neither.
 #[derive(Clone)]
-pub struct TlsIdentity(pub Vec<u8>);
+pub struct TlsIdentity {
+    /// The certificate chain, leaf first (PEM).
+    pub cert: Vec<u8>,
+    /// Its private key (PEM).
+    pub key: Vec<u8>,
+}
+
+impl TlsIdentity {
+    /// The chain and the key in one PEM buffer.
+    pub fn pem(&self) -> Vec<u8> {
+        let mut pem = self.cert.clone();
+        pem.push(b'\n');
+        pem.extend_from_slice(&self.key);
+        pem
+    }
+}
 
 impl std::fmt::Debug for TlsIdentity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -204,8 +219,9 @@ pub struct NodeConfig {
     /// Certificate authorities (PEM) trusted for `https://` nodes besides
     /// the system's: a cluster's own CA.
     pub tls_roots: Option<Vec<u8>>,
-    /// What the node presents when another node asks it for a client
-    /// certificate (mutual TLS): its own `--tls-cert` and `--tls-key`.
+    /// What the node presents when another node or a `rediss://` Redis asks
+    /// it for a client certificate (mutual TLS): its own `--tls-cert` and
+    /// `--tls-key`.
     pub tls_identity: Option<TlsIdentity>,
 }
 
@@ -261,7 +277,10 @@ mod tests {
             cluster_token: Some("cluster-secret".into()),
             ..AuthConfig::default()
         };
-        let identity = TlsIdentity(b"-----BEGIN PRIVATE KEY-----\nkey-secret".to_vec());
+        let identity = TlsIdentity {
+            cert: b"-----BEGIN CERTIFICATE-----\ncert".to_vec(),
+            key: b"-----BEGIN PRIVATE KEY-----\nkey-secret".to_vec(),
+        };
         let config = NodeConfig {
             auth,
             tls_identity: Some(identity),

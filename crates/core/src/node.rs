@@ -122,11 +122,12 @@ impl Node {
             usize::try_from(config.state_cache_bytes).unwrap_or(usize::MAX),
         )?);
         metrics.watch_state_cache(local.clone())?;
-        let peer = if config.tls_roots.is_some() || config.tls_identity.is_some() {
+        let identity = config.tls_identity.as_ref();
+        let peer = if config.tls_roots.is_some() || identity.is_some() {
             PeerClient::with_tls(
                 config.auth.outgoing(),
                 config.tls_roots.as_deref(),
-                config.tls_identity.as_ref().map(|i| i.0.as_slice()),
+                identity.map(|i| i.pem()).as_deref(),
             )?
         } else {
             PeerClient::new(config.auth.outgoing())
@@ -148,7 +149,12 @@ impl Node {
                     None,
                 ),
                 RemoteStore::Redis(url) => {
-                    let conn = edge_store_redis::connect(url, config.tls_roots.as_deref()).await?;
+                    let conn = edge_store_redis::connect(
+                        url,
+                        config.tls_roots.as_deref(),
+                        identity.map(|i| (i.cert.as_slice(), i.key.as_slice())),
+                    )
+                    .await?;
                     let directory = crate::session::Directory::new(
                         edge_store_redis::RedisDirectory::new(conn.clone()),
                         me.clone(),

@@ -79,17 +79,28 @@ fn redis_error(e: redis::RedisError) -> StoreError {
 /// connect, 5 s for an answer): a hung server fails calls with
 /// `unavailable`, it never holds them. With `roots` (PEM), a `rediss://`
 /// server's certificate must come from one of those authorities; without,
-/// from one the system trusts.
-pub async fn connect(url: &str, roots: Option<&[u8]>) -> Result<ConnectionManager, StoreError> {
-    let client = match roots {
-        Some(pem) if url.starts_with("rediss://") => redis::Client::build_with_tls(
+/// from one the system trusts. With `identity` (a PEM certificate chain and
+/// its key), the connection presents it to a `rediss://` server that asks
+/// for a client certificate (`tls-auth-clients yes`).
+pub async fn connect(
+    url: &str,
+    roots: Option<&[u8]>,
+    identity: Option<(&[u8], &[u8])>,
+) -> Result<ConnectionManager, StoreError> {
+    let tls = url.starts_with("rediss://") && (roots.is_some() || identity.is_some());
+    let client = if tls {
+        redis::Client::build_with_tls(
             url,
             redis::TlsCertificates {
-                client_tls: None,
-                root_cert: Some(pem.to_vec()),
+                client_tls: identity.map(|(cert, key)| redis::ClientTlsConfig {
+                    client_cert: cert.to_vec(),
+                    client_key: key.to_vec(),
+                }),
+                root_cert: roots.map(<[u8]>::to_vec),
             },
-        ),
-        _ => redis::Client::open(url),
+        )
+    } else {
+        redis::Client::open(url)
     }
     .map_err(redis_error)?;
     let config = redis::aio::ConnectionManagerConfig::new()
@@ -120,7 +131,7 @@ impl RedisStore {
 
     /// Connects to `url` ([`connect`]) and uses it.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        Ok(Self::new(connect(url, None).await?))
+        Ok(Self::new(connect(url, None, None).await?))
     }
 
     /// The store as node `me` uses it: its commits pass the directory's

@@ -420,6 +420,16 @@ impl RedisServer {
     /// A Redis that speaks only TLS, with `cert.pem` and `key.pem` from
     /// `certs` (`rediss://`).
     pub async fn start_tls(certs: &Path) -> RedisServer {
+        Self::start_tls_clients(certs, "no").await
+    }
+
+    /// As [`RedisServer::start_tls`], and every client must present a
+    /// certificate the same CA signed (mutual TLS).
+    pub async fn start_mutual_tls(certs: &Path) -> RedisServer {
+        Self::start_tls_clients(certs, "yes").await
+    }
+
+    async fn start_tls_clients(certs: &Path, auth_clients: &str) -> RedisServer {
         let file = |name: &str| certs.join(name).to_str().unwrap().to_owned();
         let tls = [
             "--tls-cert-file".to_owned(),
@@ -429,7 +439,7 @@ impl RedisServer {
             "--tls-ca-cert-file".to_owned(),
             file("ca.pem"),
             "--tls-auth-clients".to_owned(),
-            "no".to_owned(),
+            auth_clients.to_owned(),
         ];
         let tls: Vec<&str> = tls.iter().map(String::as_str).collect();
         Self::spawn(&tls, "rediss").await
