@@ -13,6 +13,31 @@ fn arg(dir: &Path, file: &str) -> String {
     dir.join(file).to_str().unwrap().to_owned()
 }
 
+/// Nodes A and B (in `dirs[0]` and `dirs[1]`) started with `args`, A
+/// knowing B as a peer, each handle made by `handle`, `counter` on both.
+async fn pair(
+    dirs: &[tempfile::TempDir],
+    args: &[&str],
+    handle: impl Fn(TestNode) -> TestNode,
+) -> (TestNode, TestNode) {
+    let b = handle(TestNode::start(dirs[1].path(), args).await);
+    let peer = format!("b={}", b.url);
+    let a = handle(TestNode::start(dirs[0].path(), &[args, &["--peer", &peer]].concat()).await);
+    for n in [&a, &b] {
+        n.deploy("counter", guests::COUNTER).await;
+    }
+    (a, b)
+}
+
+/// Session `s`, local at A with a count of 1, moves to B and counts 2 there.
+async fn hand_over(a: &TestNode, b: &TestNode) {
+    a.set_mode("s", "local").await;
+    assert_eq!(a.invoke_ok("counter", Some("s"), "").await, "1");
+    let r = a.migrate("s", &b.url).await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    assert_eq!(b.invoke_ok("counter", Some("s"), "").await, "2");
+}
+
 #[tokio::test]
 async fn nodes_serve_https_and_talk_to_each_other_over_it() {
     let certs = tempfile::tempdir().unwrap();
@@ -30,22 +55,12 @@ async fn nodes_serve_https_and_talk_to_each_other_over_it() {
     ];
     let tls: Vec<&str> = tls.iter().map(String::as_str).collect();
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let b = TestNode::start(dirs[1].path(), &tls).await.with_ca(&ca);
+    let (a, b) = pair(&dirs, &tls, |n| n.with_ca(&ca)).await;
     assert!(b.url.starts_with("https://127.0.0.1:"), "{}", b.url);
     let peer = format!("b={}", b.url);
-    let a = TestNode::start(dirs[0].path(), &[&tls[..], &["--peer", &peer]].concat())
-        .await
-        .with_ca(&ca);
-    for n in [&a, &b] {
-        n.deploy("counter", guests::COUNTER).await;
-    }
 
     // A local session moves from A to B over HTTPS; A forwards over it too.
-    a.set_mode("s", "local").await;
-    assert_eq!(a.invoke_ok("counter", Some("s"), "").await, "1");
-    let r = a.migrate("s", &b.url).await;
-    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
-    assert_eq!(b.invoke_ok("counter", Some("s"), "").await, "2");
+    hand_over(&a, &b).await;
     let r = a.invoke("counter", Some("s"), "").await;
     assert_eq!(support::header(&r, "edge-owner"), b.url);
     assert_eq!(r.text().await.unwrap(), "3");
@@ -147,24 +162,15 @@ async fn with_client_certificates_only_nodes_of_the_cluster_reach_its_node_route
     let ours = mtls(c);
     let ours: Vec<&str> = ours.iter().map(String::as_str).collect();
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let b = TestNode::start(dirs[1].path(), &ours)
-        .await
-        .with_client(client(c, "client-token", None));
+    let (a, b) = pair(&dirs, &ours, |n| {
+        n.with_client(client(c, "client-token", None))
+    })
+    .await;
     let peer = format!("b={}", b.url);
-    let a = TestNode::start(dirs[0].path(), &[&ours[..], &["--peer", &peer]].concat())
-        .await
-        .with_client(client(c, "client-token", None));
-    for n in [&a, &b] {
-        n.deploy("counter", guests::COUNTER).await;
-    }
 
     // Nodes present their certificates to each other: a session moves from
     // A to B, and A forwards to B.
-    a.set_mode("s", "local").await;
-    assert_eq!(a.invoke_ok("counter", Some("s"), "").await, "1");
-    let r = a.migrate("s", &b.url).await;
-    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
-    assert_eq!(b.invoke_ok("counter", Some("s"), "").await, "2");
+    hand_over(&a, &b).await;
     assert_eq!(a.invoke_ok("counter", Some("s"), "").await, "3");
 
     // The cluster token without a certificate is not enough for a node

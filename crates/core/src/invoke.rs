@@ -483,7 +483,8 @@ impl Node {
         F::Output: Send + 'static,
     {
         let grace = deadline.saturating_duration_since(Instant::now()) + Duration::from_secs(1);
-        // Boxed once here, so the timeout and the scheduler move a pointer.
+        // Boxed here, where it is made: the timeout and the scheduler move a
+        // pointer, and the scheduler can move the call to the background.
         let call = Box::pin(call);
         match tokio::time::timeout(grace, self.sched.run(&function.penalty, placement, call)).await
         {

@@ -19,6 +19,7 @@
 
 use prometheus::IntCounterVec;
 use std::future::{Future, poll_fn};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::task::Poll;
@@ -236,12 +237,13 @@ impl Scheduler {
     /// Runs `call` (whose store carries `placement`) here until its epoch
     /// callback asks for a move, then in the background; penalised
     /// functions start there. Dropping the returned future stops the call
-    /// wherever it runs.
+    /// wherever it runs. The call comes boxed: it can move to the
+    /// background half-way, and the futures around it move a pointer.
     pub async fn run<F>(
         &self,
         penalty: &Penalty,
         placement: &Placement,
-        call: F,
+        mut call: Pin<Box<F>>,
     ) -> Result<F::Output, Cancelled>
     where
         F: Future + Send + 'static,
@@ -256,8 +258,6 @@ impl Scheduler {
             let _running = Running::new(&self.running);
             return in_background(handle, call).await;
         }
-        // Boxed, so that it can move to the background half-way.
-        let mut call = Box::pin(call);
         let finished = poll_fn(|cx| match call.as_mut().poll(cx) {
             Poll::Ready(out) => Poll::Ready(Some(out)),
             // The epoch callback asked and yielded: move now.
@@ -376,7 +376,7 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(20)).await;
             call(clock, 1, 1).await
         };
-        let (thread, policy) = s.run(&penalty, &placement, waits).await.unwrap();
+        let (thread, policy) = s.run(&penalty, &placement, Box::pin(waits)).await.unwrap();
         assert_eq!(thread, here);
         assert_eq!(policy, own_policy());
         assert_ne!(policy, 5);
@@ -386,7 +386,7 @@ mod tests {
         let clock = s.clock();
         let placement = clock.placement.clone();
         let long = call(clock, 3, 1);
-        let (thread, policy) = s.run(&penalty, &placement, long).await.unwrap();
+        let (thread, policy) = s.run(&penalty, &placement, Box::pin(long)).await.unwrap();
         assert_eq!(thread, "edge-background");
         assert_eq!(policy, 5, "background threads run under SCHED_IDLE");
         assert!(placement.in_background());
@@ -398,7 +398,7 @@ mod tests {
         let clock = s.clock();
         let placement = clock.placement.clone();
         let (thread, _) = s
-            .run(&penalty, &placement, call(clock, 1, 0))
+            .run(&penalty, &placement, Box::pin(call(clock, 1, 0)))
             .await
             .unwrap();
         assert_eq!(thread, "edge-background");
@@ -413,7 +413,7 @@ mod tests {
         let clock = off.clock();
         let placement = clock.placement.clone();
         let (thread, _) = off
-            .run(&Penalty::default(), &placement, call(clock, 3, 5))
+            .run(&Penalty::default(), &placement, Box::pin(call(clock, 3, 5)))
             .await
             .unwrap();
         assert_eq!(thread, thread_name());
@@ -439,7 +439,7 @@ mod tests {
         };
         let placement = Placement::default();
         {
-            let mut run = std::pin::pin!(s.run(&penalty, &placement, forever));
+            let mut run = std::pin::pin!(s.run(&penalty, &placement, Box::pin(forever)));
             let r = tokio::time::timeout(Duration::from_millis(50), &mut run).await;
             assert!(r.is_err());
             assert!(s.busy(), "the call runs in the background");
