@@ -91,10 +91,13 @@ pub(crate) async fn deploy(
         all,
     } = plan;
     let client = node.client()?;
-    let targets = if all {
-        cluster_members(&client, &node.url).await?
+    let (targets, path) = if all {
+        // Recorded as the cluster's: nodes that join later deploy it too.
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let path = format!("{path}{sep}cluster=true");
+        (cluster_members(&client, &node.url).await?, path)
     } else {
-        vec![node.url.clone()]
+        (vec![node.url.clone()], path)
     };
     let mut failed = Vec::new();
     for base in &targets {

@@ -110,6 +110,91 @@ async fn a_node_without_redis_is_a_cluster_of_one() {
     let view = a.get_json("/v1/cluster").await;
     assert_eq!(view["me"], a.url.as_str());
     assert_eq!(member_urls(&a).await, vec![a.url.clone()]);
+    // No cluster to record a function for.
+    let hello = std::fs::read(guests::HELLO).unwrap();
+    let r = a
+        .http
+        .put(a.at("/v1/functions/hello?cluster=true"))
+        .body(hello)
+        .send()
+        .await
+        .unwrap();
+    support::assert_error(r, 400, "no_cluster").await;
+    support::assert_error(a.get("/v1/functions/hello").await, 404, "not_found").await;
+}
+
+/// Polls `node` until it has function `name`; returns its record.
+async fn wait_for_function(node: &TestNode, name: &str, limit: Duration) -> Value {
+    let until = Instant::now() + limit;
+    loop {
+        let r = node.get(&format!("/v1/functions/{name}")).await;
+        if r.status() == 200 {
+            return r.json().await.unwrap();
+        }
+        assert!(Instant::now() < until, "{name} never reached {}", node.url);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_node_that_joins_later_deploys_the_functions_deployed_to_the_cluster() {
+    let redis = RedisServer::start().await;
+    let store = ["--remote-store", redis.url.as_str()];
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let a = TestNode::start(dirs[0].path(), &store).await;
+    // counter to the cluster (with an option); echo to A alone.
+    support::cli_ok(&[
+        "deploy",
+        "counter",
+        guests::COUNTER,
+        "--all",
+        "--flush-interval-ms",
+        "50",
+        "--node",
+        &a.url,
+    ])
+    .await;
+    a.deploy("echo", guests::ECHO).await;
+
+    // B starts afterwards: it deploys counter, fetched from A, as it was
+    // deployed there; echo was A's alone.
+    let b = TestNode::start(dirs[1].path(), &store).await;
+    let info = wait_for_function(&b, "counter", Duration::from_secs(30)).await;
+    let at_a = a.get_json("/v1/functions/counter").await;
+    assert_eq!(info["digest"], at_a["digest"]);
+    assert_eq!(info["flush_interval_ms"], 50);
+    let r = b.invoke("counter", Some("s"), "").await;
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers().get("edge-owner").is_none(),
+        "served by B itself"
+    );
+    assert_eq!(r.text().await.unwrap(), "1");
+    support::assert_error(b.get("/v1/functions/echo").await, 404, "not_found").await;
+    // What B fetched: the component as uploaded.
+    let r = b.get("/v1/functions/counter/component").await;
+    assert_eq!(r.status(), 200);
+    let fetched = r.bytes().await.unwrap();
+    assert_eq!(fetched.as_ref(), std::fs::read(guests::COUNTER).unwrap());
+
+    // Deleted with cluster=true, it leaves the cluster's record: C, starting
+    // later while B still has it, does not deploy it.
+    let r = a
+        .http
+        .delete(a.at("/v1/functions/counter?cluster=true"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let c = TestNode::start(dirs[2].path(), &store).await;
+    wait_for_members(&c, &[&a.url, &b.url, &c.url], Duration::from_secs(5)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    support::assert_error(c.get("/v1/functions/counter").await, 404, "not_found").await;
+    assert_eq!(
+        b.invoke_ok("counter", Some("s"), "").await,
+        "2",
+        "B keeps its own"
+    );
 }
 
 /// A proxy to `to` (host:port) that passes requests on and drops the

@@ -4,7 +4,9 @@
 //! well as from `--peer`. Without one the node is a cluster of one.
 
 use crate::node::Node;
-use edge_proto::{Member, routes};
+use crate::registry::{DeployOptions, FunctionInfo};
+use edge_host_api::StoreError;
+use edge_proto::{ClusterFunction, Member, PeerRequest, routes};
 use edge_store_redis::RedisMembership;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -156,5 +158,118 @@ pub async fn join(node: &Arc<Node>) {
             Err(e) => tracing::warn!(error = %e, "first membership heartbeat failed"),
         }
         spawn_heartbeat(Arc::downgrade(node), m.clone());
+        let node = Arc::downgrade(node);
+        tokio::spawn(async move { fill_in(node).await });
+    }
+}
+
+/// How long fetching one cluster function's component from a member may take.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Deploys, each from a member that has it, every cluster function this
+/// node lacks (it joined after `deploy --all`, or was away). A function of
+/// that name deployed here already stays as it is. Returns how many it
+/// deployed.
+async fn fill_in(node: Weak<Node>) -> usize {
+    let Some(records) = node.upgrade().and_then(|n| n.cluster_functions.clone()) else {
+        return 0;
+    };
+    let records = match records.all().await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the cluster's functions");
+            return 0;
+        }
+    };
+    let mut deployed = 0;
+    for record in records {
+        let Some(node) = node.upgrade() else { break };
+        if node.registry.info(&record.name).is_ok() {
+            continue;
+        }
+        match node.deploy_from_members(&record).await {
+            Ok(from) => {
+                deployed += 1;
+                tracing::info!(function = %record.name, %from, "deployed the cluster's function");
+            }
+            Err(why) => {
+                tracing::warn!(function = %record.name, %why, "cannot deploy the cluster's function")
+            }
+        }
+    }
+    deployed
+}
+
+impl Node {
+    /// True with a shared Redis: the node is one of a cluster's.
+    pub fn in_cluster(&self) -> bool {
+        self.cluster_functions.is_some()
+    }
+
+    /// Records `info`'s function as the cluster's: nodes that join later
+    /// deploy it at start. Without a shared Redis, does nothing.
+    pub async fn record_cluster_function(&self, info: &FunctionInfo) -> Result<(), StoreError> {
+        let Some(functions) = &self.cluster_functions else {
+            return Ok(());
+        };
+        functions
+            .record(&ClusterFunction {
+                name: info.name.clone(),
+                digest: info.digest.clone(),
+                flush_interval_ms: info.flush_interval_ms,
+                allow_hosts: info.allow_hosts.clone(),
+            })
+            .await
+    }
+
+    /// Forgets `name` as a cluster function. Without a shared Redis, does
+    /// nothing.
+    pub async fn forget_cluster_function(&self, name: &str) -> Result<(), StoreError> {
+        match &self.cluster_functions {
+            Some(functions) => functions.forget(name).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Fetches `record`'s component from a live member that has it (its
+    /// bytes must hash to the recorded digest) and deploys it here with the
+    /// recorded options; returns the member's URL.
+    async fn deploy_from_members(&self, record: &ClusterFunction) -> Result<String, String> {
+        let me = self.url();
+        let mut tried = Vec::new();
+        for member in self.members().await {
+            if member.url == me || !member.functions.contains(&record.name) {
+                continue;
+            }
+            let fetched = async {
+                let url =
+                    routes::component(&member.url, &record.name).map_err(|e| e.to_string())?;
+                let answer = self
+                    .peer
+                    .send(PeerRequest::get(url).timeout(FETCH_TIMEOUT))
+                    .await
+                    .and_then(|a| a.success())
+                    .map_err(|e| e.to_string())?;
+                if crate::registry::sha256_hex(&answer.body) != record.digest {
+                    return Err("its component is another version".to_owned());
+                }
+                let options = DeployOptions {
+                    flush_interval_ms: record.flush_interval_ms,
+                    allow_hosts: record.allow_hosts.clone(),
+                };
+                self.registry
+                    .deploy_with(&record.name, answer.body.to_vec(), options)
+                    .await
+                    .map_err(|e| e.to_string())
+            };
+            match fetched.await {
+                Ok(_) => return Ok(member.url),
+                Err(e) => tried.push(format!("{}: {e}", member.url)),
+            }
+        }
+        if tried.is_empty() {
+            return Err("no live member has it".into());
+        }
+        Err(tried.join("; "))
     }
 }

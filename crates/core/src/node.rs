@@ -77,6 +77,8 @@ pub struct Node {
     pub(crate) peer: PeerClient,
     /// The cluster's members, with a shared Redis.
     pub(crate) membership: Option<edge_store_redis::RedisMembership>,
+    /// The functions deployed to the whole cluster, with a shared Redis.
+    pub(crate) cluster_functions: Option<edge_store_redis::RedisFunctions>,
     /// Moves long and misbehaving calls to background priority.
     pub(crate) sched: crate::sched::Scheduler,
     /// Where finished instances are dropped.
@@ -139,33 +141,39 @@ impl Node {
         }
         let me = config.url();
         // With a shared Redis: one connection for the store, the session
-        // directory and the membership.
-        let (remote, directory, membership): (Option<Arc<dyn StateStore>>, _, _) =
-            match &config.remote_store {
-                RemoteStore::Local => (None, None, None),
-                RemoteStore::Peer(url) => (
-                    Some(Arc::new(PeerStore::new(url, peer.clone())?)),
-                    None,
-                    None,
-                ),
-                RemoteStore::Redis(url) => {
-                    let conn = edge_store_redis::connect(
-                        url,
-                        config.tls_roots.as_deref(),
-                        identity.map(|i| (i.cert.as_slice(), i.key.as_slice())),
-                    )
-                    .await?;
-                    let directory = crate::session::Directory::new(
-                        edge_store_redis::RedisDirectory::new(conn.clone()),
-                        me.clone(),
-                    );
-                    (
-                        Some(Arc::new(RedisStore::new(conn.clone()).as_node(&me))),
-                        Some(directory),
-                        Some(edge_store_redis::RedisMembership::new(conn)),
-                    )
-                }
-            };
+        // directory, the membership and the cluster's functions.
+        let (remote, directory, membership, cluster_functions): (
+            Option<Arc<dyn StateStore>>,
+            _,
+            _,
+            _,
+        ) = match &config.remote_store {
+            RemoteStore::Local => (None, None, None, None),
+            RemoteStore::Peer(url) => (
+                Some(Arc::new(PeerStore::new(url, peer.clone())?)),
+                None,
+                None,
+                None,
+            ),
+            RemoteStore::Redis(url) => {
+                let conn = edge_store_redis::connect(
+                    url,
+                    config.tls_roots.as_deref(),
+                    identity.map(|i| (i.cert.as_slice(), i.key.as_slice())),
+                )
+                .await?;
+                let directory = crate::session::Directory::new(
+                    edge_store_redis::RedisDirectory::new(conn.clone()),
+                    me.clone(),
+                );
+                (
+                    Some(Arc::new(RedisStore::new(conn.clone()).as_node(&me))),
+                    Some(directory),
+                    Some(edge_store_redis::RedisMembership::new(conn.clone())),
+                    Some(edge_store_redis::RedisFunctions::new(conn)),
+                )
+            }
+        };
         let sessions = Sessions::open(
             writer.clone(),
             local,
@@ -205,6 +213,7 @@ impl Node {
             storage,
             peer,
             membership,
+            cluster_functions,
             sched,
             teardown,
             guest_tls,

@@ -88,6 +88,7 @@ pub fn router(node: AppState) -> Router {
         )
         .route("/v1/functions/{name}/invoke", post(invoke))
         .route("/v1/functions/{name}/rollback", post(rollback))
+        .route("/v1/functions/{name}/component", get(component))
         .route(
             "/v1/functions/{name}/config",
             get(super::config::get_config).put(super::config::put_config),
@@ -347,6 +348,28 @@ pub(super) struct DeployQuery {
     flush_interval_ms: Option<u64>,
     /// Hosts outgoing requests may reach, comma-separated.
     allow_hosts: Option<String>,
+    /// Deployed to the whole cluster (`deploy --all`): recorded on the
+    /// shared Redis, so that nodes joining later deploy it too.
+    cluster: Option<bool>,
+}
+
+/// `?cluster=true` on a delete: the function leaves the cluster's record too.
+#[derive(Debug, serde::Deserialize)]
+pub(super) struct DeleteQuery {
+    cluster: Option<bool>,
+}
+
+/// Refuses `?cluster=true` on a node without a shared Redis.
+fn needs_cluster(node: &AppState, cluster: Option<bool>) -> Result<bool, ApiError> {
+    let cluster = cluster.unwrap_or(false);
+    if cluster && !node.in_cluster() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "no_cluster",
+            "cluster=true needs a node of a cluster (one with --remote-store redis://…)",
+        ));
+    }
+    Ok(cluster)
 }
 
 #[tracing::instrument(skip(node, headers, body))]
@@ -365,6 +388,10 @@ async fn deploy(
     if !edge_core::registry::valid_name(&name) {
         return Err(refuse(body, edge_core::registry::RegistryError::InvalidName(name)).await);
     }
+    let cluster = match needs_cluster(&node, query.cluster) {
+        Ok(c) => c,
+        Err(e) => return Err(refuse(body, e).await),
+    };
     let bytes = read_body(&headers, body, node.config().max_upload_bytes).await?;
     let options = edge_core::registry::DeployOptions {
         flush_interval_ms: query.flush_interval_ms,
@@ -380,6 +407,15 @@ async fn deploy(
         .registry()
         .deploy_with(&name, bytes.to_vec(), options)
         .await?;
+    if cluster {
+        node.record_cluster_function(&info).await.map_err(|e| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "cluster_record",
+                format!("deployed here, but not recorded as the cluster's (deploy again): {e}"),
+            )
+        })?;
+    }
     Ok((StatusCode::CREATED, Json(info)))
 }
 
@@ -387,8 +423,23 @@ async fn deploy(
 async fn delete_function(
     State(node): State<AppState>,
     Path(name): Path<String>,
+    Query(query): Query<DeleteQuery>,
 ) -> Result<Json<FunctionInfo>, ApiError> {
+    if needs_cluster(&node, query.cluster)? {
+        node.forget_cluster_function(&name).await?;
+    }
     Ok(Json(node.registry().delete(&name).await?))
+}
+
+/// The component a function was deployed from: for nodes of the cluster
+/// deploying the cluster's functions as they join.
+#[tracing::instrument(skip(node))]
+async fn component(
+    State(node): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    let (_, bytes) = node.registry().source(&name).await?;
+    Ok(([(header::CONTENT_TYPE, "application/wasm")], bytes).into_response())
 }
 
 #[tracing::instrument(skip(node, headers, body))]

@@ -73,6 +73,7 @@ pub fn is_cluster_route(path: &str) -> bool {
         segs.as_slice(),
         ["v1", "sessions", _, "import" | "commit" | "state"]
             | ["v1", "sessions", _, "state", _]
+            | ["v1", "functions", _, "component"]
             | ["v1", "wf", ..]
     )
 }
@@ -178,6 +179,7 @@ mod tests {
             "/v1/sessions/s/state/k",
             "/v1/wf/deliver",
             "/v1/wf/x/states/S",
+            "/v1/functions/f/component",
         ] {
             assert!(!accepts(&a, "t", path), "{path}");
             assert!(accepts(&a, "c", path), "{path}");

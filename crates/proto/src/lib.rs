@@ -23,7 +23,7 @@ pub mod session;
 
 pub use client::{Answer, PeerClient, PeerError, PeerRequest, Retry};
 pub use envelope::{Cost, Envelope, Kind, WireError};
-pub use member::Member;
+pub use member::{ClusterFunction, Member};
 /// The URL type of [`routes`] and [`PeerRequest`].
 pub use reqwest::Url;
 pub use session::{ImportRequest, KeyVersion, WireCommit, WireEntry};

@@ -29,6 +29,22 @@ impl Member {
     }
 }
 
+/// A function deployed to the whole cluster (`edge-node deploy --all`): a
+/// node that joins later, or was away, deploys it from a member at start.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ClusterFunction {
+    /// Its name.
+    pub name: String,
+    /// SHA-256 of the component's bytes, hex.
+    pub digest: String,
+    /// Relaxed durability it was deployed with, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flush_interval_ms: Option<u64>,
+    /// Hosts its outgoing HTTP requests may go to.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_hosts: Vec<String>,
+}
+
 /// The member hosting `function` with the least load (ties: by URL).
 pub fn least_loaded<'a>(members: &'a [Member], function: &str) -> Option<&'a Member> {
     members

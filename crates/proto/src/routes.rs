@@ -70,6 +70,12 @@ pub fn functions(base: &str) -> Result<reqwest::Url, PeerError> {
     endpoint(base, &["v1", "functions"])
 }
 
+/// `/v1/functions/{name}/component` on `base`: the component a function
+/// was deployed from (for nodes of the cluster only).
+pub fn component(base: &str, name: &str) -> Result<reqwest::Url, PeerError> {
+    endpoint(base, &["v1", "functions", name, "component"])
+}
+
 /// `/v1/wf/…tail` on `base`: the workflow messages.
 pub fn wf(base: &str, tail: &[&str]) -> Result<reqwest::Url, PeerError> {
     let mut segments = vec!["v1", "wf"];

@@ -10,9 +10,11 @@
 //! [`RedisDirectory`]: which node owns each local-state session.
 
 mod directory;
+mod functions;
 mod members;
 
 pub use directory::{Owner, RedisDirectory, Revoked};
+pub use functions::RedisFunctions;
 pub use members::RedisMembership;
 
 use async_trait::async_trait;

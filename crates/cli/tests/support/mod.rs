@@ -309,6 +309,11 @@ impl TestNode {
             .sum()
     }
 
+    /// `GET path`, whatever its answer.
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.http.get(self.at(path)).send().await.unwrap()
+    }
+
     /// `GET path` as JSON, asserting 200.
     pub async fn get_json(&self, path: &str) -> serde_json::Value {
         let r = self.http.get(self.at(path)).send().await.unwrap();

@@ -9,7 +9,7 @@ use wasmtime::Engine;
 use wasmtime::component::Component;
 
 /// The SHA-256 of `bytes`, hex.
-pub(super) fn sha256_hex(bytes: &[u8]) -> String {
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
@@ -62,4 +62,18 @@ fn tempfile_in(dir: &Path) -> std::io::Result<(PathBuf, std::fs::File)> {
         .create_new(true)
         .open(&path)?;
     Ok((path, file))
+}
+
+impl super::Registry {
+    /// The component `name` was deployed from (its current version), as
+    /// uploaded, with its record: what a node joining the cluster fetches.
+    pub async fn source(
+        &self,
+        name: &str,
+    ) -> Result<(super::FunctionInfo, Vec<u8>), RegistryError> {
+        let info = self.info(name)?;
+        let path = self.sources.join(format!("{}.wasm", info.digest));
+        let bytes = tokio::fs::read(&path).await?;
+        Ok((info, bytes))
+    }
 }
