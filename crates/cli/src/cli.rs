@@ -61,8 +61,9 @@ enum Command {
         #[arg(long = "config-file", value_name = "FILE")]
         config_files: Vec<PathBuf>,
         /// Deploy to every live member of the node's cluster (the nodes
-        /// sharing its Redis), not only to the node, and record it as the
-        /// cluster's: a node that joins later deploys it as it starts.
+        /// sharing its Redis, or its `--peer`s), not only to the node, and
+        /// record it as the cluster's: a node that joins the Redis later
+        /// deploys it as it starts.
         #[arg(long)]
         all: bool,
         #[command(flatten)]

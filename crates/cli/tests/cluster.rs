@@ -110,7 +110,7 @@ async fn a_node_without_redis_is_a_cluster_of_one() {
     let view = a.get_json("/v1/cluster").await;
     assert_eq!(view["me"], a.url.as_str());
     assert_eq!(member_urls(&a).await, vec![a.url.clone()]);
-    // No cluster to record a function for.
+    // No cluster record to keep: `cluster=true` deploys here, and that is all.
     let hello = std::fs::read(guests::HELLO).unwrap();
     let r = a
         .http
@@ -119,8 +119,47 @@ async fn a_node_without_redis_is_a_cluster_of_one() {
         .send()
         .await
         .unwrap();
-    support::assert_error(r, 400, "no_cluster").await;
-    support::assert_error(a.get("/v1/functions/hello").await, 404, "not_found").await;
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    assert_eq!(a.invoke_ok("hello", None, "").await, "hello, world\n");
+}
+
+#[tokio::test]
+async fn without_redis_the_peers_that_answer_are_the_members() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let paths: Vec<&std::path::Path> = dirs.iter().map(|d| d.path()).collect();
+    let mut nodes = TestNode::start_cluster(&paths, &[]).await;
+    let urls: Vec<String> = nodes.iter().map(|n| n.url.clone()).collect();
+    let all: Vec<&str> = urls.iter().map(String::as_str).collect();
+    for n in &nodes {
+        wait_for_members(n, &all, Duration::from_secs(5)).await;
+    }
+    // A call for a function only n2 has goes to n2, the member hosting it.
+    nodes[2].deploy("counter", guests::COUNTER).await;
+    let until = Instant::now() + Duration::from_secs(5);
+    let r = loop {
+        let r = nodes[0].invoke("counter", None, "").await;
+        if r.status() == 200 || Instant::now() > until {
+            break r;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(r.status(), 200);
+    assert_eq!(support::header(&r, "edge-owner"), urls[2]);
+    // `deploy --all` through n0 reaches every member.
+    let stdout =
+        support::cli_ok(&["deploy", "echo", guests::ECHO, "--all", "--node", &urls[0]]).await;
+    for url in &urls {
+        assert!(
+            stdout.contains(&format!("deployed echo to {url}")),
+            "{stdout}"
+        );
+    }
+    // A stopped peer is no member once its last answer is older than the TTL.
+    let stopped = nodes.remove(1);
+    drop(stopped);
+    for n in &nodes {
+        wait_for_members(n, &[&urls[0], &urls[2]], Duration::from_secs(8)).await;
+    }
 }
 
 /// Polls `node` until it has function `name`; returns its record.

@@ -1,7 +1,8 @@
 //! The cluster as this node sees it. With a shared Redis (`--remote-store
 //! redis://…`) every node beats its description into it each second (live
 //! for three) and reads the others' from it: peers come from membership as
-//! well as from `--peer`. Without one the node is a cluster of one.
+//! well as from `--peer`. Without one, the members are the `--peer`s that
+//! answer (see [`PeerView`]); with neither, the node is a cluster of one.
 
 use crate::node::Node;
 use crate::registry::{DeployOptions, FunctionInfo};
@@ -37,12 +38,18 @@ impl Node {
         self.config.url()
     }
 
-    /// The live members of the cluster, this node included (only this node
-    /// without a shared Redis, or when Redis does not answer).
+    /// The live members of the cluster, this node included: with a shared
+    /// Redis, the nodes beating into it; without one, the `--peer`s that
+    /// answered within [`MEMBER_TTL`] (only this node when Redis does not
+    /// answer, or with neither).
     pub async fn members(&self) -> Vec<Member> {
         let me = self.describe();
         let Some(membership) = &self.membership else {
-            return vec![me];
+            let mut all = self.peer_view.live();
+            all.retain(|m| m.url != me.url);
+            all.push(me);
+            all.sort_by(|a, b| a.url.cmp(&b.url));
+            return all;
         };
         match membership.members().await {
             Ok(mut all) => {
@@ -160,7 +167,66 @@ pub async fn join(node: &Arc<Node>) {
         spawn_heartbeat(Arc::downgrade(node), m.clone());
         let node = Arc::downgrade(node);
         tokio::spawn(async move { fill_in(node).await });
+    } else if !node.config.peers.is_empty() {
+        spawn_peer_probes(Arc::downgrade(node));
     }
+}
+
+/// What `GET /v1/cluster` answers.
+#[derive(serde::Deserialize)]
+struct ClusterView {
+    me: String,
+    members: Vec<Member>,
+}
+
+/// The `--peer`s as last heard, for a node without a shared Redis: each is
+/// asked for its description every [`BEAT`], and is a live member while its
+/// last answer is younger than [`MEMBER_TTL`]. Only the addresses the
+/// operator gave are asked (they get the cluster token), never ones
+/// learned from others.
+#[derive(Default)]
+pub(crate) struct PeerView {
+    heard: std::sync::Mutex<std::collections::HashMap<String, (Member, std::time::Instant)>>,
+}
+
+impl PeerView {
+    /// The peers heard from within [`MEMBER_TTL`].
+    fn live(&self) -> Vec<Member> {
+        let heard = self.heard.lock().unwrap_or_else(|p| p.into_inner());
+        heard
+            .values()
+            .filter(|(_, at)| at.elapsed() < MEMBER_TTL)
+            .map(|(m, _)| m.clone())
+            .collect()
+    }
+
+    fn heard(&self, member: Member) {
+        let mut heard = self.heard.lock().unwrap_or_else(|p| p.into_inner());
+        heard.insert(member.url.clone(), (member, std::time::Instant::now()));
+    }
+}
+
+/// Asks every `--peer` for its description each [`BEAT`] while the node
+/// lives (a node without a shared Redis).
+fn spawn_peer_probes(node: Weak<Node>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(BEAT);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(node) = node.upgrade() else { break };
+            let asked = node.config.peers.iter().map(|(_, url)| {
+                let node = &node;
+                async move {
+                    match node.probe(url).await {
+                        Ok(member) => node.peer_view.heard(member),
+                        Err(e) => tracing::debug!(peer = %url, error = %e, "peer did not answer"),
+                    }
+                }
+            });
+            futures_util::future::join_all(asked).await;
+        }
+    });
 }
 
 /// How long fetching one cluster function's component from a member may take.
@@ -201,9 +267,24 @@ async fn fill_in(node: Weak<Node>) -> usize {
 }
 
 impl Node {
-    /// True with a shared Redis: the node is one of a cluster's.
-    pub fn in_cluster(&self) -> bool {
-        self.cluster_functions.is_some()
+    /// `url`'s description of itself, from its view of the cluster; its
+    /// URL is `url` as the operator gave it.
+    async fn probe(&self, url: &str) -> Result<Member, String> {
+        let endpoint = routes::endpoint(url, &["v1", "cluster"]).map_err(|e| e.to_string())?;
+        let answer = self
+            .peer
+            .send(PeerRequest::get(endpoint).timeout(BEAT))
+            .await
+            .and_then(|a| a.success())
+            .map_err(|e| e.to_string())?;
+        let view: ClusterView = answer.json().map_err(|e| e.to_string())?;
+        let mut me = view
+            .members
+            .into_iter()
+            .find(|m| m.url == view.me)
+            .ok_or("its view of the cluster leaves itself out")?;
+        me.url = routes::normalise(url).unwrap_or_else(|| url.to_owned());
+        Ok(me)
     }
 
     /// Records `info`'s function as the cluster's: nodes that join later

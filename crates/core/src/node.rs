@@ -79,6 +79,8 @@ pub struct Node {
     pub(crate) membership: Option<edge_store_redis::RedisMembership>,
     /// The functions deployed to the whole cluster, with a shared Redis.
     pub(crate) cluster_functions: Option<edge_store_redis::RedisFunctions>,
+    /// The `--peer`s as last heard (without a shared Redis).
+    pub(crate) peer_view: crate::cluster::PeerView,
     /// Moves long and misbehaving calls to background priority.
     pub(crate) sched: crate::sched::Scheduler,
     /// Where finished instances are dropped.
@@ -214,6 +216,7 @@ impl Node {
             peer,
             membership,
             cluster_functions,
+            peer_view: Default::default(),
             sched,
             teardown,
             guest_tls,

@@ -349,7 +349,8 @@ pub(super) struct DeployQuery {
     /// Hosts outgoing requests may reach, comma-separated.
     allow_hosts: Option<String>,
     /// Deployed to the whole cluster (`deploy --all`): recorded on the
-    /// shared Redis, so that nodes joining later deploy it too.
+    /// shared Redis, so that nodes joining later deploy it too (a node
+    /// without one has no record to keep).
     cluster: Option<bool>,
 }
 
@@ -357,19 +358,6 @@ pub(super) struct DeployQuery {
 #[derive(Debug, serde::Deserialize)]
 pub(super) struct DeleteQuery {
     cluster: Option<bool>,
-}
-
-/// Refuses `?cluster=true` on a node without a shared Redis.
-fn needs_cluster(node: &AppState, cluster: Option<bool>) -> Result<bool, ApiError> {
-    let cluster = cluster.unwrap_or(false);
-    if cluster && !node.in_cluster() {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "no_cluster",
-            "cluster=true needs a node of a cluster (one with --remote-store redis://…)",
-        ));
-    }
-    Ok(cluster)
 }
 
 #[tracing::instrument(skip(node, headers, body))]
@@ -388,10 +376,6 @@ async fn deploy(
     if !edge_core::registry::valid_name(&name) {
         return Err(refuse(body, edge_core::registry::RegistryError::InvalidName(name)).await);
     }
-    let cluster = match needs_cluster(&node, query.cluster) {
-        Ok(c) => c,
-        Err(e) => return Err(refuse(body, e).await),
-    };
     let bytes = read_body(&headers, body, node.config().max_upload_bytes).await?;
     let options = edge_core::registry::DeployOptions {
         flush_interval_ms: query.flush_interval_ms,
@@ -407,7 +391,7 @@ async fn deploy(
         .registry()
         .deploy_with(&name, bytes.to_vec(), options)
         .await?;
-    if cluster {
+    if query.cluster == Some(true) {
         node.record_cluster_function(&info).await.map_err(|e| {
             ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -425,7 +409,7 @@ async fn delete_function(
     Path(name): Path<String>,
     Query(query): Query<DeleteQuery>,
 ) -> Result<Json<FunctionInfo>, ApiError> {
-    if needs_cluster(&node, query.cluster)? {
+    if query.cluster == Some(true) {
         node.forget_cluster_function(&name).await?;
     }
     Ok(Json(node.registry().delete(&name).await?))
