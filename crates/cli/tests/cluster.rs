@@ -623,3 +623,60 @@ async fn a_node_cut_off_from_redis_stops_serving_its_local_sessions_until_it_is_
     assert_eq!(count, "2");
     assert_eq!(a.session("l").await["mode"], "local");
 }
+
+#[tokio::test]
+async fn a_local_session_this_node_has_no_room_for_goes_to_a_member_with_room() {
+    let redis = RedisServer::start().await;
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let args = [
+        "--remote-store",
+        redis.url.as_str(),
+        "--max-local-sessions",
+        "1",
+        "--demote-idle-ms",
+        "600000",
+    ];
+    let a = TestNode::start(dirs[0].path(), &args).await;
+    let b = TestNode::start(dirs[1].path(), &args).await;
+    for n in [&a, &b] {
+        n.deploy("counter", guests::COUNTER).await;
+    }
+    wait_for_members(&a, &[&a.url, &b.url], Duration::from_secs(5)).await;
+    // A's one place goes to s1.
+    assert_eq!(a.set_mode("s1", "local").await["mode"], "local");
+    assert_eq!(a.invoke_ok("counter", Some("s2"), "").await, "1");
+    // s2 asks A for local-state: B, with room, takes it.
+    let outcome = a.set_mode("s2", "local").await;
+    assert_eq!(outcome["mode"], "local", "{outcome}");
+    assert_eq!(outcome["owner"], b.url.as_str(), "{outcome}");
+    assert_eq!(b.session("s2").await["mode"], "local");
+    // Its calls on A are served by B, from the state it had.
+    let r = a.invoke("counter", Some("s2"), "").await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(support::header(&r, "edge-owner"), b.url);
+    assert_eq!(r.text().await.unwrap(), "2");
+    assert_eq!(b.invoke_ok("counter", Some("s2"), "").await, "3");
+    assert_eq!(b.metric("edge_sessions_spilled_total").await, 0.0);
+    assert_eq!(a.metric("edge_sessions_spilled_total").await, 1.0);
+    // Both full: s3 stays remote-state, refused for want of room.
+    let until = Instant::now() + Duration::from_secs(5);
+    while member_local(&a, &b.url).await != 1 {
+        assert!(Instant::now() < until, "B never showed its local session");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let outcome = a.set_mode("s3", "local").await;
+    assert_eq!(outcome["mode"], "remote", "{outcome}");
+    assert_eq!(outcome["reason"], "capacity", "{outcome}");
+    assert!(outcome.get("owner").is_none(), "{outcome}");
+}
+
+/// How many local sessions `node` sees member `url` holding.
+async fn member_local(node: &TestNode, url: &str) -> u64 {
+    let view = node.get_json("/v1/cluster").await;
+    view["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["url"] == url)
+        .map_or(0, |m| m["local_sessions"].as_u64().unwrap())
+}

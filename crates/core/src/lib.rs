@@ -35,6 +35,7 @@ pub mod outbound;
 pub mod registry;
 pub mod sched;
 pub mod session;
+pub mod spill;
 pub mod storage;
 pub mod teardown;
 

@@ -49,6 +49,8 @@ pub struct Metrics {
     /// Remote sessions made local for their call rate (or by the
     /// orchestrator).
     pub promotions: IntCounter,
+    /// Sessions a member took local when this node had no room for them.
+    pub spilled: IntCounter,
     /// Pinned instances dropped because every instance slot was held.
     pub pressure_evictions: IntCounter,
     /// Sessions the orchestrator's last plan makes local.
@@ -200,6 +202,10 @@ impl Metrics {
             promotions: add.counter(
                 "edge_promotions_total",
                 "Remote sessions made local by the node for their call rate or by the orchestrator",
+            )?,
+            spilled: add.counter(
+                "edge_sessions_spilled_total",
+                "Sessions a member took local when this node had no room for them",
             )?,
             pressure_evictions: add.counter(
                 "edge_pressure_evictions_total",

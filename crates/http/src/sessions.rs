@@ -9,6 +9,7 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use edge_core::node::{MigrateOutcome, SessionInfo};
 use edge_core::session::{ModeOutcome, SessionError, SessionMode, TakeOver};
+use edge_core::spill::ClusterModeOutcome;
 use edge_host_api::{Commit, StateStore, StoreError};
 use edge_proto::ImportRequest;
 use edge_proto::{KeyVersion, WireCommit};
@@ -49,9 +50,11 @@ pub async fn get_session(
 pub async fn set_mode(
     State(node): State<AppState>,
     Path(id): Path<String>,
+    headers: HeaderMap,
     Json(req): Json<ModeRequest>,
-) -> Result<Json<ModeOutcome>, ApiError> {
-    node.set_mode(&id, req.mode)
+) -> Result<Json<ClusterModeOutcome>, ApiError> {
+    let forwarded = headers.contains_key(edge_proto::routes::FORWARDED_HEADER);
+    node.set_mode_in_cluster(&id, req.mode, forwarded)
         .await
         .map(Json)
         .map_err(|e| or_moved(e, &format!("/v1/sessions/{id}/mode")))

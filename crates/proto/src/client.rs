@@ -145,6 +145,14 @@ impl PeerRequest {
         Ok(Self::post(url, Bytes::from(body), "application/json"))
     }
 
+    /// `PUT url` with `value` as JSON (never sent again unless
+    /// [`PeerRequest::retry`] says so).
+    pub fn put_json(url: reqwest::Url, value: &impl serde::Serialize) -> Result<Self, PeerError> {
+        let mut r = Self::post_json(url, value)?;
+        r.method = reqwest::Method::PUT;
+        Ok(r)
+    }
+
     /// The whole request, answer included, must be over within `timeout`.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
