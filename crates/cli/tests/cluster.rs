@@ -668,6 +668,28 @@ async fn a_local_session_this_node_has_no_room_for_goes_to_a_member_with_room() 
     assert_eq!(outcome["mode"], "remote", "{outcome}");
     assert_eq!(outcome["reason"], "capacity", "{outcome}");
     assert!(outcome.get("owner").is_none(), "{outcome}");
+    // Asked A for remote-state, s2 is sent to its owner, B (307, which the
+    // client follows), and B lets it go; A then serves it itself.
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = no_redirects
+        .put(a.at("/v1/sessions/s2/mode"))
+        .json(&json!({ "mode": "remote" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 307);
+    assert_eq!(
+        support::header(&r, "location"),
+        format!("{}/v1/sessions/s2/mode", b.url)
+    );
+    assert_eq!(a.set_mode("s2", "remote").await["mode"], "remote");
+    assert_eq!(b.session("s2").await["mode"], "remote");
+    let r = a.invoke("counter", Some("s2"), "").await;
+    assert!(r.headers().get("edge-owner").is_none(), "served by A");
+    assert_eq!(r.text().await.unwrap(), "4");
 }
 
 /// How many local sessions `node` sees member `url` holding.

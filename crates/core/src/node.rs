@@ -316,6 +316,12 @@ impl Node {
     pub async fn set_mode(&self, id: &str, mode: SessionMode) -> Result<ModeOutcome, SessionError> {
         let session = self.sessions.get(id)?;
         let mut inner = session.write_by(self.sessions.deadline()).await?;
+        // Local on another node (a member took it): asked there.
+        if inner.record.mode == SessionMode::Remote
+            && let Some(owner) = self.sessions.owner_of(&session).await?
+        {
+            return Err(SessionError::Moved(owner));
+        }
         self.sessions
             .transition(&session, &mut inner, mode, Trigger::Client)
             .await
