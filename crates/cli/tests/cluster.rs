@@ -702,3 +702,49 @@ async fn member_local(node: &TestNode, url: &str) -> u64 {
         .find(|m| m["url"] == url)
         .map_or(0, |m| m["local_sessions"].as_u64().unwrap())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_guest_wish_this_node_has_no_room_for_goes_to_a_member_with_room() {
+    let redis = RedisServer::start().await;
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let args = [
+        "--remote-store",
+        redis.url.as_str(),
+        "--max-local-sessions",
+        "1",
+        "--demote-idle-ms",
+        "600000",
+    ];
+    let a = TestNode::start(dirs[0].path(), &args).await;
+    let b = TestNode::start(dirs[1].path(), &args).await;
+    for n in [&a, &b] {
+        n.deploy("kv", guests::KV).await;
+    }
+    wait_for_members(&a, &[&a.url, &b.url], Duration::from_secs(5)).await;
+    assert_eq!(a.set_mode("holder", "local").await["mode"], "local");
+    // The guest of `g` asks A for local-state: the call is answered and its
+    // write kept; A has no room, B takes the session.
+    let r = a.invoke("kv", Some("g"), "set x 1; mode local").await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(support::header(&r, "edge-mode"), "remote");
+    assert_eq!(support::header(&r, "edge-mode-reason"), "local_at_member");
+    assert_eq!(r.text().await.unwrap(), "ok;ok");
+    assert_eq!(b.session("g").await["mode"], "local");
+    assert_eq!(a.metric("edge_sessions_spilled_total").await, 1.0);
+    // A's calls on it reach B, local-state there, with the state written.
+    let r = a.invoke("kv", Some("g"), "get x; whoami").await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(support::header(&r, "edge-owner"), b.url);
+    assert_eq!(support::header(&r, "edge-mode"), "local");
+    assert_eq!(r.text().await.unwrap(), "1;g local");
+    // With B full too, a second guest's wish is refused for want of room.
+    let until = Instant::now() + Duration::from_secs(5);
+    while member_local(&a, &b.url).await != 1 {
+        assert!(Instant::now() < until, "B never showed its local session");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let r = a.invoke("kv", Some("h"), "mode local").await;
+    assert_eq!(support::header(&r, "edge-mode-reason"), "capacity");
+    assert_eq!(a.metric("edge_sessions_spilled_total").await, 1.0);
+    assert_eq!(a.session("h").await["mode"], "remote");
+}

@@ -334,6 +334,14 @@ impl Node {
                             Err(e) => return Err(e.into()),
                         };
                     }
+                    // A guest's wish this node has no room for goes to a
+                    // member with room, as a client's request does (`spill`).
+                    if trigger == Trigger::Guest
+                        && reason == Some("capacity")
+                        && self.place_at_member(&session.id).await?.is_some()
+                    {
+                        reason = Some("local_at_member");
+                    }
                     return Ok(Served {
                         output,
                         start: StartKind::Cold,

@@ -49,12 +49,32 @@ impl Node {
             outcome,
             owner: None,
         };
-        if forwarded
-            || mode != SessionMode::Local
-            || outcome.reason != Some("capacity")
-            || self.membership.is_none()
-        {
+        if forwarded || mode != SessionMode::Local || outcome.reason != Some("capacity") {
             return Ok(here);
+        }
+        Ok(match self.place_at_member(id).await? {
+            Some((member, duration_us)) => ClusterModeOutcome {
+                outcome: ModeOutcome {
+                    mode: SessionMode::Local,
+                    reason: None,
+                    duration_us,
+                },
+                owner: Some(member),
+            },
+            None => here,
+        })
+    }
+
+    /// Asks the members with room that have every function session `id`
+    /// uses to take it local, most room first ([`MEMBERS_ASKED`] at most):
+    /// the member that took it and how long its move took (µs), or `None`
+    /// when none did. Only on a node of a cluster (with a shared Redis).
+    pub(crate) async fn place_at_member(
+        &self,
+        id: &str,
+    ) -> Result<Option<(String, u64)>, SessionError> {
+        if self.membership.is_none() {
+            return Ok(None);
         }
         let functions = self.sessions.get(id)?.functions();
         let me = self.url();
@@ -66,19 +86,12 @@ impl Node {
             .filter(|m| functions.iter().all(|f| m.functions.contains(f)))
             .collect();
         roomy.sort_by(|a, b| fill(a).total_cmp(&fill(b)).then_with(|| a.url.cmp(&b.url)));
-        for member in roomy.iter().take(MEMBERS_ASKED) {
+        for member in roomy.into_iter().take(MEMBERS_ASKED) {
             match self.ask_local(&member.url, id).await {
                 Ok(answer) if answer.mode == SessionMode::Local => {
                     tracing::info!(session = id, to = %member.url, "no room here: local at a member");
                     self.metrics.spilled.inc();
-                    return Ok(ClusterModeOutcome {
-                        outcome: ModeOutcome {
-                            mode: SessionMode::Local,
-                            reason: None,
-                            duration_us: answer.duration_us,
-                        },
-                        owner: Some(member.url.clone()),
-                    });
+                    return Ok(Some((member.url, answer.duration_us)));
                 }
                 Ok(_) => {}
                 Err(e) => {
@@ -86,7 +99,7 @@ impl Node {
                 }
             }
         }
-        Ok(here)
+        Ok(None)
     }
 
     /// Asks `member` to make session `id` local, as a request passed on.
