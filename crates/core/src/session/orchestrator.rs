@@ -14,7 +14,9 @@
 //! place is free. A move waits for the calls in flight on its session (at
 //! most [`GATE_WAIT`]; calls arriving meanwhile wait for the move); a round
 //! moves at most [`MOVES_PER_ROUND`] sessions, and keeps the current split
-//! unless another is predicted better by [`MARGIN`].
+//! unless another is predicted better by [`MARGIN`] or the current one holds
+//! more local sessions than the plan (which keeps headroom, see
+//! [`plan::HEADROOM`]).
 //!
 //! A plan that turns back waits [`REVERSAL_ROUNDS`] rounds, except when the
 //! shared slots are overloaded (as many calls waiting for a slot as there

@@ -101,12 +101,18 @@ pub fn backlog(inputs: &Inputs, k: usize) -> f64 {
     local + over(remote_rate, servers, inputs.remote_service)
 }
 
-/// Picks the number of local sessions with the lowest predicted latency;
-/// when every choice overloads the node, the one that leaves the fewest
-/// calls a second unserved.
+/// Local sessions beyond the fewest predicted within this fraction of the
+/// best are not worth their slots: near its minimum the predicted latency
+/// is flat, past it a cliff (the shared slots run short), so a split on the
+/// flat's near side costs little and leaves room for a rise in the load.
+pub const HEADROOM: f64 = 0.02;
+
+/// Picks the number of local sessions: the fewest predicted within
+/// [`HEADROOM`] of the lowest latency; when every choice overloads the
+/// node, the one that leaves the fewest calls a second unserved.
 /// `current` is kept unless another choice is better by more than `margin`
-/// (a fraction): measurements are noisy and every move costs a state
-/// transfer.
+/// (a fraction: measurements are noisy and every move costs a state
+/// transfer), or when it holds more local sessions than the choice.
 pub fn choose(inputs: &Inputs, current: usize, margin: f64) -> Plan {
     // A session is never made local on its own slot if that leaves no slot
     // for anything else.
@@ -123,19 +129,30 @@ pub fn choose(inputs: &Inputs, current: usize, margin: f64) -> Plan {
             (1, backlog(inputs, k))
         }
     };
-    let mut best = (0, score(0));
-    for k in 1..=most {
-        let s = score(k);
-        if s.0 < best.1.0 || (s.0 == best.1.0 && s.1 < best.1.1) {
-            best = (k, s);
+    let scores: Vec<(u8, f64)> = (0..=most).map(score).collect();
+    let mut best = 0;
+    for (k, s) in scores.iter().enumerate() {
+        let b = scores[best];
+        if s.0 < b.0 || (s.0 == b.0 && s.1 < b.1) {
+            best = k;
         }
     }
+    let (class, lowest) = scores[best];
+    let chosen = if class == 0 {
+        scores
+            .iter()
+            .position(|s| s.0 == 0 && s.1 <= lowest * (1.0 + HEADROOM))
+            .unwrap_or(best)
+    } else {
+        best
+    };
     let current = current.min(most);
-    let now = score(current);
-    let local = if now.0 == best.1.0 && now.1 <= best.1.1 * (1.0 + margin) {
+    let now = scores[current];
+    let good_enough = now.0 == class && now.1 <= lowest * (1.0 + margin);
+    let local = if good_enough && (class == 1 || current <= chosen) {
         current
     } else {
-        best.0
+        chosen
     };
     Plan {
         local,
@@ -200,6 +217,13 @@ mod tests {
         }
     }
 
+    /// The lowest predicted latency over every split.
+    fn lowest(inputs: &Inputs) -> f64 {
+        (0..=inputs.slots)
+            .map(|k| mean_latency(inputs, k))
+            .fold(f64::INFINITY, f64::min)
+    }
+
     #[test]
     fn the_best_split_is_inside_and_shifts_with_the_population() {
         // Fig. 3: latency falls as sessions go local, reaches a minimum, then
@@ -210,14 +234,33 @@ mod tests {
             let inputs = paper(clients);
             assert!(plan.local > 0 && plan.local < 40, "{clients}: {plan:?}");
             assert!(plan.predicted < mean_latency(&inputs, 0));
-            assert!(plan.predicted <= mean_latency(&inputs, plan.local + 1));
-            assert!(plan.predicted <= mean_latency(&inputs, plan.local - 1));
+            assert!(plan.predicted <= lowest(&inputs) * (1.0 + HEADROOM));
+            assert!(plan.predicted < mean_latency(&inputs, plan.local - 1));
         }
         // 100 clients cannot all be served remote on 40 slots (100 * 0.075 *
         // 3 = 22.5 busy), nor can too many be local.
         assert!(mean_latency(&paper(100), 0).is_finite());
         assert!(mean_latency(&paper(100), 39).is_infinite());
         assert_ne!(few.local, many.local);
+    }
+
+    #[test]
+    fn a_flat_minimum_is_taken_at_its_near_side() {
+        let inputs = paper(60);
+        let lowest = lowest(&inputs);
+        let plan = choose(&inputs, 0, 0.0);
+        // The fewest local sessions within the headroom of the lowest…
+        assert!(plan.predicted <= lowest * (1.0 + HEADROOM), "{plan:?}");
+        assert!(mean_latency(&inputs, plan.local - 1) > lowest * (1.0 + HEADROOM));
+        // …which is fewer than the lowest's own: the minimum is flat.
+        let at_lowest = (0..40)
+            .find(|&k| mean_latency(&inputs, k) == lowest)
+            .unwrap();
+        assert!(plan.local < at_lowest, "{plan:?}, lowest at {at_lowest}");
+        // A node holding more local sessions than that gives the extra ones
+        // up even when they are predicted a little better.
+        let kept = choose(&inputs, at_lowest, 0.5);
+        assert_eq!(kept.local, plan.local);
     }
 
     #[test]
