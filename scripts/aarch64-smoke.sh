@@ -45,7 +45,11 @@ check() { # name expected actual
   if [ "$2" = "$3" ]; then echo "PASS $1"; else echo "FAIL $1: expected [$2], got [$3]"; failures=$((failures + 1)); fi
 }
 start_node() {
-  "${QEMU[@]}" "$BIN" serve --profile pi --listen 127.0.0.1:0 --data-dir "$work/data" >"$work/out" 2>"$work/err" &
+  # --compile-in-process: qemu-user runs this one process, not the aarch64
+  # `edge-node __compile` child the node starts to compile an upload (that
+  # exec needs binfmt_misc; on a real Pi the child runs).
+  "${QEMU[@]}" "$BIN" serve --profile pi --compile-in-process --listen 127.0.0.1:0 \
+    --data-dir "$work/data" >"$work/out" 2>"$work/err" &
   pid=$!
   for _ in $(seq 1 600); do grep -q listening "$work/out" 2>/dev/null && break; sleep 0.1; done
   URL=$(sed -n 's/^edge-node listening on //p' "$work/out")
