@@ -71,11 +71,12 @@ type Job = Box<dyn FnOnce(Result<&sled::Db, StoreError>) -> Outcome + Send>;
 /// once, as `sled::Db`'s own drop flushes before it returns.
 #[derive(Clone)]
 pub struct SledWriter {
-    // Declared before `thread`: the last handle's sender is gone (and the
+    // Declared before `_joined`: the last handle's sender is gone (and the
     // thread told to stop) before the thread is waited for.
     queue: mpsc::Sender<Job>,
     db: sled::Db,
-    thread: Arc<Joined>,
+    /// Held for its drop only.
+    _joined: Arc<Joined>,
 }
 
 /// Waits for the writer thread when the last [`SledWriter`] is dropped.
@@ -109,7 +110,7 @@ impl SledWriter {
         Ok(Self {
             queue,
             db,
-            thread: Arc::new(Joined(Some(handle))),
+            _joined: Arc::new(Joined(Some(handle))),
         })
     }
 
