@@ -345,29 +345,6 @@ mod tests {
         edge_host_api::conformance::run_all(Arc::new(store), "sled").await;
     }
 
-    /// Dropping the last handle waits for the writer thread, so the
-    /// database's lock is free at once: a node reopened in the same process
-    /// (a library user, the restart bench) does not find it held.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_dropped_writer_leaves_the_directory_free_to_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        for round in 0..20u32 {
-            let db = sled::Config::new().path(dir.path()).open().unwrap();
-            let writer = SledWriter::start(db).unwrap();
-            let read = writer.db().get("n").unwrap();
-            let n = read.map_or(0, |v| u32::from_le_bytes(v.as_ref().try_into().unwrap()));
-            assert_eq!(n, round, "the last round's acknowledged write");
-            writer
-                .write(move |db| {
-                    db.insert("n", &(n + 1).to_le_bytes())
-                        .map(drop)
-                        .map_err(|e| StoreError::Backend(e.to_string()))
-                })
-                .await
-                .unwrap();
-        }
-    }
-
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn sled_without_a_cache_keeps_them_too() {
         let dir = tempfile::tempdir().unwrap();

@@ -65,32 +65,11 @@ enum Outcome {
 type Job = Box<dyn FnOnce(Result<&sled::Db, StoreError>) -> Outcome + Send>;
 
 /// The handle to the writer thread; cheap to clone. The thread stops (after
-/// a last flush) when every handle is gone, and dropping the last handle
-/// waits for it: the database is then closed (its lock released) as soon as
-/// its other handles are gone too, so the same directory can be reopened at
-/// once, as `sled::Db`'s own drop flushes before it returns.
+/// a last flush) when every handle is gone.
 #[derive(Clone)]
 pub struct SledWriter {
-    // Declared before `_joined`: the last handle's sender is gone (and the
-    // thread told to stop) before the thread is waited for.
     queue: mpsc::Sender<Job>,
     db: sled::Db,
-    /// Held for its drop only.
-    _joined: Arc<Joined>,
-}
-
-/// Waits for the writer thread when the last [`SledWriter`] is dropped.
-struct Joined(Option<std::thread::JoinHandle<()>>);
-
-impl Drop for Joined {
-    fn drop(&mut self) {
-        let Some(handle) = self.0.take() else { return };
-        // A job dropping the last handle on the writer thread itself must
-        // not wait for itself; the thread ends when the job returns.
-        if handle.thread().id() != std::thread::current().id() {
-            let _ = handle.join();
-        }
-    }
 }
 
 impl std::fmt::Debug for SledWriter {
@@ -104,14 +83,10 @@ impl SledWriter {
     pub fn start(db: sled::Db) -> std::io::Result<Self> {
         let (queue, jobs) = mpsc::channel::<Job>();
         let thread_db = db.clone();
-        let handle = std::thread::Builder::new()
+        std::thread::Builder::new()
             .name("edge-sled-writer".into())
             .spawn(move || run(&thread_db, &jobs))?;
-        Ok(Self {
-            queue,
-            db,
-            _joined: Arc::new(Joined(Some(handle))),
-        })
+        Ok(Self { queue, db })
     }
 
     /// The database (for reads; writes go through [`SledWriter::write`]).
