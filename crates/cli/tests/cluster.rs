@@ -626,22 +626,7 @@ async fn a_node_cut_off_from_redis_stops_serving_its_local_sessions_until_it_is_
 
 #[tokio::test]
 async fn a_local_session_this_node_has_no_room_for_goes_to_a_member_with_room() {
-    let redis = RedisServer::start().await;
-    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
-    let args = [
-        "--remote-store",
-        redis.url.as_str(),
-        "--max-local-sessions",
-        "1",
-        "--demote-idle-ms",
-        "600000",
-    ];
-    let a = TestNode::start(dirs[0].path(), &args).await;
-    let b = TestNode::start(dirs[1].path(), &args).await;
-    for n in [&a, &b] {
-        n.deploy("counter", guests::COUNTER).await;
-    }
-    wait_for_members(&a, &[&a.url, &b.url], Duration::from_secs(5)).await;
+    let (_redis, _dirs, a, b) = two_nodes_with_one_place_each("counter", guests::COUNTER).await;
     // A's one place goes to s1.
     assert_eq!(a.set_mode("s1", "local").await["mode"], "local");
     assert_eq!(a.invoke_ok("counter", Some("s2"), "").await, "1");
@@ -659,11 +644,7 @@ async fn a_local_session_this_node_has_no_room_for_goes_to_a_member_with_room() 
     assert_eq!(b.metric("edge_sessions_spilled_total").await, 0.0);
     assert_eq!(a.metric("edge_sessions_spilled_total").await, 1.0);
     // Both full: s3 stays remote-state, refused for want of room.
-    let until = Instant::now() + Duration::from_secs(5);
-    while member_local(&a, &b.url).await != 1 {
-        assert!(Instant::now() < until, "B never showed its local session");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for_member_local(&a, &b.url, 1).await;
     let outcome = a.set_mode("s3", "local").await;
     assert_eq!(outcome["mode"], "remote", "{outcome}");
     assert_eq!(outcome["reason"], "capacity", "{outcome}");
@@ -692,19 +673,13 @@ async fn a_local_session_this_node_has_no_room_for_goes_to_a_member_with_room() 
     assert_eq!(r.text().await.unwrap(), "4");
 }
 
-/// How many local sessions `node` sees member `url` holding.
-async fn member_local(node: &TestNode, url: &str) -> u64 {
-    let view = node.get_json("/v1/cluster").await;
-    view["members"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["url"] == url)
-        .map_or(0, |m| m["local_sessions"].as_u64().unwrap())
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_guest_wish_this_node_has_no_room_for_goes_to_a_member_with_room() {
+/// Two nodes sharing a real Redis, one local place each (idle local sessions
+/// kept), `function` deployed on both, each seeing the other. Keep the
+/// Redis and the directories as long as the nodes.
+async fn two_nodes_with_one_place_each(
+    function: &str,
+    wasm: &str,
+) -> (RedisServer, Vec<tempfile::TempDir>, TestNode, TestNode) {
     let redis = RedisServer::start().await;
     let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
     let args = [
@@ -718,9 +693,39 @@ async fn a_guest_wish_this_node_has_no_room_for_goes_to_a_member_with_room() {
     let a = TestNode::start(dirs[0].path(), &args).await;
     let b = TestNode::start(dirs[1].path(), &args).await;
     for n in [&a, &b] {
-        n.deploy("kv", guests::KV).await;
+        n.deploy(function, wasm).await;
     }
     wait_for_members(&a, &[&a.url, &b.url], Duration::from_secs(5)).await;
+    (redis, dirs, a, b)
+}
+
+/// Waits (5 s at most) until `node` sees member `url` holding `n` local
+/// sessions.
+async fn wait_for_member_local(node: &TestNode, url: &str, n: u64) {
+    let until = Instant::now() + Duration::from_secs(5);
+    while member_local(node, url).await != n {
+        assert!(
+            Instant::now() < until,
+            "{url} never showed {n} local sessions"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// How many local sessions `node` sees member `url` holding.
+async fn member_local(node: &TestNode, url: &str) -> u64 {
+    let view = node.get_json("/v1/cluster").await;
+    view["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["url"] == url)
+        .map_or(0, |m| m["local_sessions"].as_u64().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_guest_wish_this_node_has_no_room_for_goes_to_a_member_with_room() {
+    let (_redis, _dirs, a, b) = two_nodes_with_one_place_each("kv", guests::KV).await;
     assert_eq!(a.set_mode("holder", "local").await["mode"], "local");
     // The guest of `g` asks A for local-state: the call is answered and its
     // write kept; A has no room, B takes the session.
@@ -738,11 +743,7 @@ async fn a_guest_wish_this_node_has_no_room_for_goes_to_a_member_with_room() {
     assert_eq!(support::header(&r, "edge-mode"), "local");
     assert_eq!(r.text().await.unwrap(), "1;g local");
     // With B full too, a second guest's wish is refused for want of room.
-    let until = Instant::now() + Duration::from_secs(5);
-    while member_local(&a, &b.url).await != 1 {
-        assert!(Instant::now() < until, "B never showed its local session");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for_member_local(&a, &b.url, 1).await;
     let r = a.invoke("kv", Some("h"), "mode local").await;
     assert_eq!(support::header(&r, "edge-mode-reason"), "capacity");
     assert_eq!(a.metric("edge_sessions_spilled_total").await, 1.0);
