@@ -221,16 +221,29 @@ pub async fn serve(args: Settings) -> Result<()> {
     // the node exits non-zero so its supervisor restarts it and the database
     // reopens at the last acknowledged write (see `edge_core::storage`).
     let storage = node.storage().clone();
+    let node = Arc::new(node);
+    // The database opens in the background (calls that keep no state are
+    // answered meanwhile); a node whose database cannot open stops, as it
+    // did when it opened before serving.
+    let unopened = std::sync::Mutex::new(None);
+    let opening = node.clone();
     let stop = async {
         tokio::select! {
             () = shutdown_signal() => {}
             () = storage.recovered() => {}
+            Err(e) = opening.database() => {
+                tracing::error!(error = %e, "the database could not be opened: stopping");
+                *unopened.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+            }
         }
     };
-    let node = Arc::new(node);
     start_triggers(&node, &args)?;
     node.load_functions();
     edge_http::serve(listener, node, server, stop).await?;
+    if let Some(e) = unopened.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        return Err(anyhow::Error::new(e))
+            .with_context(|| format!("opening the node in {}", args.data_dir.display()));
+    }
     if let Some(why) = storage.failed() {
         // Leave at once, without destructors: sled's threads may wait for
         // ever on a database whose flush failed, and the process must end

@@ -218,12 +218,7 @@ impl Node {
             });
         }
         let (session, ephemeral) = match req.session {
-            Some(s) if valid_session_id(&s) => (
-                self.sessions
-                    .get(&s)
-                    .map_err(|_| InvokeError::InvalidSession)?,
-                false,
-            ),
+            Some(s) if valid_session_id(&s) => (self.sessions.get(&s).await?, false),
             Some(_) => return Err(InvokeError::InvalidSession),
             None => (self.sessions.ephemeral(new_session_id()), true),
         };

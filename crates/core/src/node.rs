@@ -66,6 +66,8 @@ pub struct Node {
     pub(crate) sessions: Arc<Sessions>,
     /// The one thread that writes (and flushes) the database.
     pub(crate) writer: SledWriter,
+    /// Held while the node lives: one node per data dir.
+    _lock: std::fs::File,
     pub(crate) metrics: Arc<Metrics>,
     /// One permit per pooled instance: calls beyond the pool wait here;
     /// pinned instances hold theirs while they live.
@@ -94,23 +96,21 @@ impl Node {
     pub async fn open(config: NodeConfig) -> Result<Self, NodeError> {
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|e| NodeError::Storage(format!("{}: {e}", config.data_dir.display())))?;
-        // Opening sled (log recovery, fsyncs) and building the engine (the
-        // pool's reservation, the linker) take about as long each: at once.
-        let opening = {
-            let sled = sled::Config::new()
+        let lock = lock_data_dir(&config.data_dir)?;
+        // The writer thread opens sled (log recovery, fsyncs; on 2 cores its
+        // start is the longest step) while the engine is built and after:
+        // nothing below waits for it, so a call that keeps no state is
+        // answered before the database is open. What needs it waits.
+        let writer = SledWriter::open(
+            sled::Config::new()
                 .path(config.data_dir.join("db"))
-                .cache_capacity(config.sled_cache_bytes);
-            tokio::task::spawn_blocking(move || sled.open())
-        };
+                .cache_capacity(config.sled_cache_bytes),
+        )
+        .map_err(|e| NodeError::Storage(format!("state writer thread: {e}")))?;
         let engine = build_engine(&config.engine)?;
         start_epoch_ticker(&engine, config.engine.epoch_tick);
         let linker = build_linker(&engine)?;
         let metrics = Arc::new(Metrics::new()?);
-        let db = opening
-            .await
-            .map_err(|e| NodeError::Storage(format!("opening the database: {e}")))??;
-        let writer = SledWriter::start(db.clone())
-            .map_err(|e| NodeError::Storage(format!("state writer thread: {e}")))?;
         let registry = Registry::open(
             engine.clone(),
             linker,
@@ -204,6 +204,7 @@ impl Node {
             None => None,
         };
         Ok(Self {
+            _lock: lock,
             config,
             engine,
             registry,
@@ -221,6 +222,13 @@ impl Node {
             teardown,
             guest_tls,
         })
+    }
+
+    /// Answers once the database is open, or with why it could not be
+    /// (the node then cannot serve state: its process should stop).
+    pub async fn database(&self) -> Result<(), NodeError> {
+        self.writer.db().await?;
+        Ok(())
     }
 
     /// The function registry.
@@ -314,7 +322,7 @@ impl Node {
     /// Asks for `mode` on session `id` (a client's request).
     #[tracing::instrument(skip(self))]
     pub async fn set_mode(&self, id: &str, mode: SessionMode) -> Result<ModeOutcome, SessionError> {
-        let session = self.sessions.get(id)?;
+        let session = self.sessions.get(id).await?;
         let mut inner = session.write_by(self.sessions.deadline()).await?;
         // Local on another node (a member took it): asked there.
         if inner.record.mode == SessionMode::Remote
@@ -329,7 +337,7 @@ impl Node {
 
     /// Describes session `id`.
     pub async fn session_info(&self, id: &str) -> Result<SessionInfo, SessionError> {
-        let session = self.sessions.get(id)?;
+        let session = self.sessions.get(id).await?;
         let inner = session.read_by(self.sessions.deadline()).await?;
         if let Some(url) = &inner.record.moved_to {
             return Err(SessionError::Moved(url.clone()));
@@ -378,7 +386,7 @@ impl Node {
     pub async fn migrate(&self, id: &str, to: &str) -> Result<MigrateOutcome, SessionError> {
         let to = self.migration_target(to).await?;
         let to = to.as_str();
-        let session = self.sessions.get(id)?;
+        let session = self.sessions.get(id).await?;
         let peer = self.peer.clone();
         let functions = session.functions();
         let report = self
@@ -414,7 +422,7 @@ impl Node {
         id: &str,
         commit: &edge_host_api::Commit,
     ) -> Result<(), SessionError> {
-        let session = self.sessions.get(id)?;
+        let session = self.sessions.get(id).await?;
         let deadline = self.sessions.deadline();
         let inner = session.write_by(deadline).await?;
         if let Some(url) = &inner.record.moved_to {
@@ -426,7 +434,7 @@ impl Node {
     /// Clears session `id`'s state in this node's sled (the state server),
     /// under the session's gate.
     pub async fn state_clear(&self, id: &str) -> Result<usize, SessionError> {
-        let session = self.sessions.get(id)?;
+        let session = self.sessions.get(id).await?;
         let _inner = session.write_by(self.sessions.deadline()).await?;
         Ok(self.sessions.local.delete_session(id).await?)
     }
@@ -485,7 +493,8 @@ impl Node {
         }
         let outcome = self.sessions.migrate_in(id, &entries).await?;
         self.sessions
-            .get(id)?
+            .get(id)
+            .await?
             .uses(functions.iter().map(String::as_str));
         Ok(outcome)
     }
@@ -521,4 +530,27 @@ fn refused_import(to: &str, e: edge_proto::PeerError) -> SessionError {
         return SessionError::MissingFunctions(why.to_owned());
     }
     SessionError::Storage(format!("migrating to {to}: {e}"))
+}
+
+/// Takes `data_dir/lock` for this node: a second node on the same data dir
+/// is refused at once (before it could serve from files the first one is
+/// writing), not once its database fails to open.
+fn lock_data_dir(data_dir: &std::path::Path) -> Result<std::fs::File, NodeError> {
+    let path = data_dir.join("lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| NodeError::Storage(format!("{}: {e}", path.display())))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(NodeError::Storage(format!(
+            "{} is in use by another node (its lock file is held)",
+            data_dir.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(NodeError::Storage(format!("{}: {e}", path.display())))
+        }
+    }
 }

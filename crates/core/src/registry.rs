@@ -5,8 +5,9 @@
 //! - `functions/sources/<sha256>.wasm`: the bytes a client uploaded;
 //! - `functions/artifacts/<sha256>-<engine>.cwasm`: what this node compiled
 //!   from them for this engine's settings;
-//! - the sled tree `functions`: name → [`FunctionInfo`] (JSON), written last,
-//!   so a crash mid-upload leaves no half-registered function.
+//! - `functions/records/<name>.json`: its [`FunctionInfo`], written last,
+//!   so a crash mid-upload leaves no half-registered function (see
+//!   `records`: the previous versions and `wasi:config` variables beside it).
 //!
 //! Only artifacts this node wrote, and whose SHA-256 still matches the one
 //! recorded when it wrote them, are ever deserialized.
@@ -20,6 +21,7 @@ mod config;
 mod files;
 mod kind;
 mod load;
+mod records;
 mod versions;
 use crate::EngineConfig;
 use crate::compile::{self, CompileConfig, WorkerError};
@@ -178,11 +180,12 @@ pub struct Registry {
     engine_key: String,
     sources: PathBuf,
     artifacts: PathBuf,
-    meta: sled::Tree,
+    /// Current and previous versions' records, and configurations.
+    tables: records::Tables,
+    /// Held while a record is read and replaced.
+    record_lock: tokio::sync::Mutex<()>,
     /// The version each function's last deploy replaced.
-    previous: sled::Tree,
     previous_infos: RwLock<HashMap<String, FunctionInfo>>,
-    writer: SledWriter,
     loaded: RwLock<HashMap<String, Arc<Function>>>,
     /// Recorded functions not loaded yet (see `load`).
     unloaded: RwLock<HashMap<String, load::Unloaded>>,
@@ -200,6 +203,8 @@ impl Registry {
     /// Opens the registry in `data_dir` and reads the record of every
     /// function there; each is loaded (from its artifact when it is intact,
     /// else by recompiling) by its first call ([`Registry::function`]).
+    /// `writer`'s database is waited for only on a data dir whose records
+    /// an older node kept in it (they are moved to files).
     pub async fn open(
         engine: Engine,
         linker: Linker<HostState>,
@@ -213,6 +218,8 @@ impl Registry {
         let artifacts = data_dir.join("functions").join("artifacts");
         std::fs::create_dir_all(&sources)?;
         std::fs::create_dir_all(&artifacts)?;
+        let tables = records::Tables::open(&data_dir.join("functions"), data_dir, &writer).await?;
+        let configs = config::Configs::open(&tables.config)?;
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
         let registry = Self {
@@ -221,12 +228,11 @@ impl Registry {
             engine_key: format!("{:016x}", hasher.finish()),
             sources,
             artifacts,
-            meta: writer.db().open_tree("functions")?,
-            previous: writer.db().open_tree("previous_versions")?,
+            tables,
+            record_lock: tokio::sync::Mutex::new(()),
             previous_infos: RwLock::new(HashMap::new()),
             changes: Arc::default(),
-            configs: config::Configs::open(writer.db())?,
-            writer,
+            configs,
             loaded: RwLock::new(HashMap::new()),
             unloaded: RwLock::new(HashMap::new()),
             compile_slots: Semaphore::new(compile.concurrency.max(1)),
@@ -473,32 +479,23 @@ impl Registry {
         &self,
         name: &str,
         record: Option<Vec<u8>>,
-    ) -> Result<Option<sled::IVec>, RegistryError> {
-        self.put_in(&self.meta, name, record).await
+    ) -> Result<Option<Vec<u8>>, RegistryError> {
+        self.put_in(&self.tables.current, name, record).await
     }
 
-    /// Writes (or removes) `name`'s entry in `tree` durably, through the
-    /// writer thread; returns the entry it replaced.
+    /// Writes (or removes) `name`'s entry in `table` durably; returns the
+    /// entry it replaced.
     async fn put_in(
         &self,
-        tree: &sled::Tree,
+        table: &records::Table,
         name: &str,
         record: Option<Vec<u8>>,
-    ) -> Result<Option<sled::IVec>, RegistryError> {
-        let (tree, name) = (tree.clone(), name.to_owned());
-        let previous = self
-            .writer
-            .write(move |_| {
-                Ok(match record {
-                    Some(r) => tree
-                        .insert(name.as_bytes(), r)
-                        .map_err(edge_store_sled::store_error)?,
-                    None => tree
-                        .remove(name.as_bytes())
-                        .map_err(edge_store_sled::store_error)?,
-                })
-            })
-            .await?;
+    ) -> Result<Option<Vec<u8>>, RegistryError> {
+        let _one_at_a_time = self.record_lock.lock().await;
+        let (table, name) = (table.clone(), name.to_owned());
+        let previous = tokio::task::spawn_blocking(move || table.put(&name, record.as_deref()))
+            .await
+            .map_err(|e| RegistryError::Storage(e.to_string()))??;
         Ok(previous)
     }
 

@@ -340,7 +340,10 @@ pub struct Sessions {
     /// The remote store of remote-state sessions.
     pub remote: Arc<dyn StateStore>,
     remote_is_local: bool,
-    records: sled::Tree,
+    /// The `sessions` tree, once the database is open.
+    records: tokio::sync::OnceCell<sled::Tree>,
+    /// Set once every recorded session is in the table (see `ready`).
+    loaded: tokio::sync::OnceCell<()>,
     writer: SledWriter,
     table: Mutex<HashMap<String, Arc<Session>>>,
     local_sessions: AtomicUsize,
@@ -363,8 +366,10 @@ pub struct Sessions {
 }
 
 impl Sessions {
-    /// Opens the session records in `db`; `remote` is `None` when remote
-    /// state lives in this node's sled too.
+    /// The session records of the writer's database; `remote` is `None`
+    /// when remote state lives in this node's sled too. Returns at once: the
+    /// records are loaded in the background, and whatever names a session
+    /// waits for them ([`Sessions::ready`]); a call that names none does not.
     pub fn open(
         writer: SledWriter,
         local: Arc<SledStore>,
@@ -383,26 +388,6 @@ impl Sessions {
             orchestrate,
             slots,
         } = policy;
-        let records = writer.db().open_tree("sessions")?;
-        // Every recorded session is loaded now, so that looking one up never
-        // reads sled on an async worker.
-        let mut recorded = Vec::new();
-        for item in records.iter() {
-            let (id, raw) = item?;
-            let (Ok(id), Ok(record)) = (
-                String::from_utf8(id.to_vec()),
-                serde_json::from_slice::<Record>(&raw),
-            ) else {
-                tracing::warn!("skipping an unreadable session record");
-                continue;
-            };
-            recorded.push((id, record));
-        }
-        let local_sessions = recorded
-            .iter()
-            .filter(|(_, r)| r.mode == SessionMode::Local && r.moved_to.is_none())
-            .count();
-        metrics.local_sessions.set(local_sessions as i64);
         let remote_is_local = remote.is_none();
         let remote = remote.unwrap_or_else(|| local.clone() as Arc<dyn StateStore>);
         let load = Load::default();
@@ -411,10 +396,11 @@ impl Sessions {
             local,
             remote,
             remote_is_local,
-            records,
+            records: tokio::sync::OnceCell::new(),
+            loaded: tokio::sync::OnceCell::new(),
             writer,
             table: Mutex::new(HashMap::new()),
-            local_sessions: AtomicUsize::new(local_sessions),
+            local_sessions: AtomicUsize::new(0),
             max_local,
             ttl,
             demote_idle,
@@ -426,13 +412,14 @@ impl Sessions {
             load,
             orchestrator: (!orchestrate.is_zero()).then(Default::default),
         });
-        {
-            let mut table = sessions.table.lock().unwrap_or_else(|p| p.into_inner());
-            for (id, record) in recorded {
-                let session = sessions.new_session(id.clone(), record);
-                table.insert(id, session);
+        let loading = Arc::downgrade(&sessions);
+        tokio::spawn(async move {
+            if let Some(s) = loading.upgrade()
+                && let Err(e) = s.ready().await
+            {
+                tracing::error!(error = %e, "the session records could not be loaded");
             }
-        }
+        });
         spawn_reaper(Arc::downgrade(&sessions), ttl);
         if sessions.has_directory() && !snapshot.is_zero() {
             snapshot::spawn(Arc::downgrade(&sessions), snapshot);
@@ -453,11 +440,64 @@ impl Sessions {
         self.epoch
     }
 
+    /// Waits until every recorded session is in the table (loaded once, as
+    /// soon as the database is open), so that looking one up never reads
+    /// sled on an async worker.
+    pub async fn ready(&self) -> Result<(), SessionError> {
+        self.loaded.get_or_try_init(|| self.load()).await?;
+        Ok(())
+    }
+
+    async fn load(&self) -> Result<(), SessionError> {
+        let records = self.records().await?;
+        let recorded = tokio::task::spawn_blocking(move || {
+            let mut recorded = Vec::new();
+            for item in records.iter() {
+                let (id, raw) = item?;
+                let (Ok(id), Ok(record)) = (
+                    String::from_utf8(id.to_vec()),
+                    serde_json::from_slice::<Record>(&raw),
+                ) else {
+                    tracing::warn!("skipping an unreadable session record");
+                    continue;
+                };
+                recorded.push((id, record));
+            }
+            Ok::<_, SessionError>(recorded)
+        })
+        .await
+        .map_err(|e| SessionError::Storage(e.to_string()))??;
+        let local = recorded
+            .iter()
+            .filter(|(_, r)| r.mode == SessionMode::Local && r.moved_to.is_none())
+            .count();
+        let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
+        for (id, record) in recorded {
+            // Only sessions minted meanwhile (fresh ids) can be there.
+            let session = self.new_session(id.clone(), record);
+            table.entry(id).or_insert(session);
+        }
+        drop(table);
+        let now = self.local_sessions.fetch_add(local, Ordering::AcqRel) + local;
+        self.metrics.local_sessions.set(now as i64);
+        Ok(())
+    }
+
+    /// The `sessions` tree, once the database is open.
+    async fn records(&self) -> Result<sled::Tree, SessionError> {
+        Ok(self
+            .records
+            .get_or_try_init(|| self.writer.tree("sessions"))
+            .await?
+            .clone())
+    }
+
     /// The session `id`, loaded from its record or new (remote-state).
-    pub fn get(&self, id: &str) -> Result<Arc<Session>, SessionError> {
+    pub async fn get(&self, id: &str) -> Result<Arc<Session>, SessionError> {
         if !valid_session_id(id) {
             return Err(SessionError::InvalidId);
         }
+        self.ready().await?;
         let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(s) = table.get(id) {
             return Ok(s.clone());
@@ -535,7 +575,7 @@ impl Sessions {
             .unwrap_or_else(|p| p.into_inner())
             .get(id)
             .cloned();
-        let (records, id) = (self.records.clone(), id.to_owned());
+        let (records, id) = (self.records().await?, id.to_owned());
         self.writer
             .write(move |_| {
                 match raw {
@@ -565,7 +605,7 @@ impl Sessions {
 
     /// Forgets a session: its instances, its state in both stores, its record.
     pub async fn delete(&self, id: &str) -> Result<usize, SessionError> {
-        let session = self.get(id)?;
+        let session = self.get(id).await?;
         let mut inner = session.write_by(self.deadline()).await?;
         // A session that moved, or that another node owns, is deleted
         // there: deleting a stale copy here would split it in two.

@@ -76,7 +76,7 @@ impl Node {
         if self.membership.is_none() {
             return Ok(None);
         }
-        let functions = self.sessions.get(id)?.functions();
+        let functions = self.sessions.get(id).await?.functions();
         let me = self.url();
         let mut roomy: Vec<Member> = self
             .members()

@@ -22,7 +22,8 @@ use std::sync::Arc;
 #[derive(Clone)]
 pub struct SledStore {
     writer: SledWriter,
-    tree: sled::Tree,
+    /// Opened on first use: the database may still be opening.
+    tree: Arc<tokio::sync::OnceCell<sled::Tree>>,
     cache: Arc<Cache>,
 }
 
@@ -107,12 +108,19 @@ impl SledStore {
     /// As [`SledStore::with_writer`], caching about `bytes` of state in
     /// memory (0: no cache; every read goes to sled).
     pub fn with_cache(writer: SledWriter, bytes: usize) -> Result<Self, StoreError> {
-        let tree = writer.db().open_tree(TREE).map_err(crate::store_error)?;
         Ok(Self {
             writer,
-            tree,
+            tree: Arc::default(),
             cache: Arc::new(Cache::new(bytes)),
         })
+    }
+
+    /// The `state` tree, once the database is open.
+    async fn tree(&self) -> Result<sled::Tree, StoreError> {
+        self.tree
+            .get_or_try_init(|| self.writer.tree(TREE))
+            .await
+            .cloned()
     }
 
     /// What the state cache has done so far (all zero without a cache).
@@ -128,7 +136,7 @@ impl SledStore {
     /// Every key of `session` with its value and version.
     pub async fn export(&self, session: &str) -> Result<Vec<(String, Versioned)>, StoreError> {
         let p = prefix(session)?;
-        let tree = self.tree.clone();
+        let tree = self.tree().await?;
         blocking(move || {
             let mut out = Vec::new();
             for item in tree.scan_prefix(&p) {
@@ -156,7 +164,7 @@ impl SledStore {
             .iter()
             .map(|(key, v)| Ok((full_key(session, key)?, v.value.clone())))
             .collect::<Result<Vec<_>, StoreError>>()?;
-        let (tree, cache) = (self.tree.clone(), self.cache.clone());
+        let (tree, cache) = (self.tree().await?, self.cache.clone());
         self.writer
             .write(move |db| {
                 let (mut batch, _) = clear(&tree, &p)?;
@@ -179,7 +187,7 @@ impl StateStore for SledStore {
             Lookup::Hit(found) => return Ok(found),
             Lookup::Miss(generation) => generation,
         };
-        let (tree, cache) = (self.tree.clone(), self.cache.clone());
+        let (tree, cache) = (self.tree().await?, self.cache.clone());
         blocking(move || {
             let found = tree
                 .get(&k)
@@ -194,7 +202,7 @@ impl StateStore for SledStore {
 
     async fn keys(&self, session: &str) -> Result<Vec<(String, u64)>, StoreError> {
         let p = prefix(session)?;
-        let tree = self.tree.clone();
+        let tree = self.tree().await?;
         blocking(move || {
             let mut out = Vec::new();
             for item in tree.scan_prefix(&p) {
@@ -225,7 +233,7 @@ impl StateStore for SledStore {
 
     async fn delete_session(&self, session: &str) -> Result<usize, StoreError> {
         let p = prefix(session)?;
-        let (tree, cache) = (self.tree.clone(), self.cache.clone());
+        let (tree, cache) = (self.tree().await?, self.cache.clone());
         self.writer
             .write(move |_| {
                 let (batch, n) = clear(&tree, &p)?;
@@ -273,7 +281,7 @@ impl SledStore {
             .iter()
             .map(|(k, v)| Ok((full_key(session, k)?, v.clone())))
             .collect::<Result<Vec<_>, StoreError>>()?;
-        let (tree, cache) = (self.tree.clone(), self.cache.clone());
+        let (tree, cache) = (self.tree().await?, self.cache.clone());
         // Checked and applied on the writer thread, the only one that
         // writes: nothing can change between the check and the batch. The
         // cache learns each write once sled has applied it.

@@ -64,12 +64,15 @@ enum Outcome {
 /// every write).
 type Job = Box<dyn FnOnce(Result<&sled::Db, StoreError>) -> Outcome + Send>;
 
+/// The database once the writer thread opened it (or why it could not).
+type Opened = Option<Result<sled::Db, StoreError>>;
+
 /// The handle to the writer thread; cheap to clone. The thread stops (after
 /// a last flush) when every handle is gone.
 #[derive(Clone)]
 pub struct SledWriter {
     queue: mpsc::Sender<Job>,
-    db: sled::Db,
+    opened: tokio::sync::watch::Receiver<Opened>,
 }
 
 impl std::fmt::Debug for SledWriter {
@@ -82,16 +85,70 @@ impl SledWriter {
     /// Starts the writer thread for `db`.
     pub fn start(db: sled::Db) -> std::io::Result<Self> {
         let (queue, jobs) = mpsc::channel::<Job>();
-        let thread_db = db.clone();
+        let (_open, opened) = tokio::sync::watch::channel(Some(Ok(db.clone())));
         std::thread::Builder::new()
             .name("edge-sled-writer".into())
-            .spawn(move || run(&thread_db, &jobs))?;
-        Ok(Self { queue, db })
+            .spawn(move || run(&db, &jobs))?;
+        Ok(Self { queue, opened })
     }
 
-    /// The database (for reads; writes go through [`SledWriter::write`]).
-    pub fn db(&self) -> &sled::Db {
-        &self.db
+    /// Starts the writer thread, which opens the database with `config`
+    /// first: the caller goes on at once (a node answers calls that need no
+    /// state meanwhile). Writes queued before the database is open wait for
+    /// it; [`SledWriter::db`] waits for it too. If it cannot be opened, every
+    /// write and [`SledWriter::db`] get the reason.
+    pub fn open(config: sled::Config) -> std::io::Result<Self> {
+        let (queue, jobs) = mpsc::channel::<Job>();
+        let (open, opened) = tokio::sync::watch::channel(None);
+        std::thread::Builder::new()
+            .name("edge-sled-writer".into())
+            .spawn(
+                move || match on_one_core(|| open_waiting_for_lock(&config)) {
+                    Ok(db) => {
+                        open.send_replace(Some(Ok(db.clone())));
+                        run(&db, &jobs);
+                    }
+                    Err(e) => {
+                        let e = crate::store_error(e);
+                        tracing::error!(error = %e, "the database could not be opened");
+                        open.send_replace(Some(Err(e.clone())));
+                        for job in jobs.iter() {
+                            let _ = job(Err(e.clone()));
+                        }
+                    }
+                },
+            )?;
+        Ok(Self { queue, opened })
+    }
+
+    /// The database, once open (for reads; writes go through
+    /// [`SledWriter::write`]), or why it could not be opened.
+    pub async fn db(&self) -> Result<sled::Db, StoreError> {
+        if let Some(done) = self.opened.borrow().as_ref() {
+            return done.clone();
+        }
+        let mut opened = self.opened.clone();
+        let done = opened
+            .wait_for(Option::is_some)
+            .await
+            .map_err(|_| stopped())?;
+        done.as_ref().cloned().unwrap_or_else(|| Err(stopped()))
+    }
+
+    /// The tree `name`, opened (and created if new) on the writer thread,
+    /// once the database is open.
+    pub async fn tree(&self, name: &str) -> Result<sled::Tree, StoreError> {
+        let name = name.to_owned();
+        self.write(move |db| db.open_tree(name).map_err(crate::store_error))
+            .await
+    }
+
+    /// The database if it is open already.
+    pub fn db_now(&self) -> Option<sled::Db> {
+        match self.opened.borrow().as_ref() {
+            Some(Ok(db)) => Some(db.clone()),
+            _ => None,
+        }
     }
 
     /// Runs `f` on the writer thread and answers once what it wrote is on
@@ -210,6 +267,76 @@ impl SledWriter {
     }
 }
 
+/// How long an open waits for sled's lock on the database.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Opens the database; while sled's lock on it is held, tries again for up
+/// to [`LOCK_WAIT`]. The caller makes sure no other process uses the
+/// directory (a node takes a lock file of its own first): the holder can
+/// only be the writer thread of a node just dropped in this process, which
+/// ends after its last flush.
+fn open_waiting_for_lock(config: &sled::Config) -> sled::Result<sled::Db> {
+    let until = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        match config.open() {
+            // sled says so in the message only (`ErrorKind::Other`).
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < until =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            done => return done,
+        }
+    }
+}
+
+/// Runs `open` with this thread confined to one core, then gives every
+/// thread so confined the process's cores back.
+///
+/// sled 0.34 starts its I/O thread pool while it opens a database, and each
+/// new pool thread spins until the last one is started (sled's `Lazy`): on
+/// 2 cores those threads took the CPU from the rest of a starting node for
+/// several milliseconds. Threads inherit their creator's cores, so here
+/// they spin on one core only, and the others keep serving.
+#[cfg(target_os = "linux")]
+fn on_one_core<T>(open: impl FnOnce() -> T) -> T {
+    use rustix::thread::{CpuSet, Pid, sched_getaffinity, sched_setaffinity};
+    let Ok(all) = sched_getaffinity(None) else {
+        return open();
+    };
+    let Some(last) = (0..CpuSet::MAX_CPU).rev().find(|&c| all.is_set(c)) else {
+        return open();
+    };
+    if all.count() < 2 {
+        return open();
+    }
+    let mut one = CpuSet::new();
+    one.set(last);
+    if sched_setaffinity(None, &one).is_err() {
+        return open();
+    }
+    let opened = open();
+    // This thread and the ones sled started meanwhile (nothing else of the
+    // process runs on exactly that one core).
+    let tasks = std::fs::read_dir("/proc/self/task").into_iter().flatten();
+    for task in tasks.flatten() {
+        let tid = task.file_name().to_str().and_then(|t| t.parse().ok());
+        let Some(tid) = tid.and_then(Pid::from_raw) else {
+            continue;
+        };
+        if sched_getaffinity(Some(tid)).is_ok_and(|mask| mask == one) {
+            let _ = sched_setaffinity(Some(tid), &all);
+        }
+    }
+    opened
+}
+
+#[cfg(not(target_os = "linux"))]
+fn on_one_core<T>(open: impl FnOnce() -> T) -> T {
+    open()
+}
+
 fn stopped() -> StoreError {
     StoreError::Backend("the state writer stopped".into())
 }
@@ -292,4 +419,49 @@ fn flush(db: &sled::Db, failed: &mut Option<StoreError>, waiting: usize) -> Resu
         *failed = Some(e.clone());
     }
     flushed
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn writes_queued_while_the_database_opens_are_written_once_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        // Another handle holds sled's lock: the open waits for it.
+        let holder = sled::open(&path).unwrap();
+        let writer = SledWriter::open(sled::Config::new().path(&path)).unwrap();
+        assert!(writer.db_now().is_none());
+        let queued = tokio::spawn({
+            let writer = writer.clone();
+            async move {
+                writer
+                    .write(|db| db.insert("k", "v").map_err(crate::store_error))
+                    .await
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!queued.is_finished(), "written before the database opened");
+        drop(holder);
+        queued.await.unwrap().unwrap();
+        let db = writer.db().await.unwrap();
+        assert_eq!(db.get("k").unwrap().as_deref(), Some(&b"v"[..]));
+    }
+
+    #[tokio::test]
+    async fn a_database_that_cannot_open_fails_every_write_with_the_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        std::fs::write(&path, b"a file, not a database").unwrap();
+        let writer = SledWriter::open(sled::Config::new().path(&path)).unwrap();
+        assert!(writer.db().await.is_err());
+        let refused = writer.write(|_| Ok(())).await;
+        assert!(
+            matches!(refused, Err(StoreError::Backend(_))),
+            "{refused:?}"
+        );
+    }
 }

@@ -31,7 +31,7 @@ impl Workflows {
         let Some(id) = &spec.session else {
             return Ok(out);
         };
-        let session = self.node.sessions().get(id).map_err(session_error)?;
+        let session = self.node.sessions().get(id).await.map_err(session_error)?;
         let inner = session
             .read_by(self.node.sessions().deadline())
             .await
@@ -60,7 +60,7 @@ impl Workflows {
         reads: Vec<(String, Option<u64>)>,
         values: &BTreeMap<String, Option<Bytes>>,
     ) -> Result<(), WorkflowError> {
-        let session = self.node.sessions().get(id).map_err(session_error)?;
+        let session = self.node.sessions().get(id).await.map_err(session_error)?;
         let inner = session
             .write_by(self.node.sessions().deadline())
             .await

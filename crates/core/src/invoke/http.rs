@@ -68,7 +68,7 @@ impl Node {
         };
         let pre = pre.clone();
         let session = match function.keeps_state {
-            true => Some(self.http_session(&function, &request)?),
+            true => Some(self.http_session(&function, &request).await?),
             false => None,
         };
         let deadline = started + self.config.invoke_deadline;
@@ -124,7 +124,7 @@ impl Node {
 
     /// The session a stateful HTTP function's request runs in: the one its
     /// `edge-session` header names, else the one named after the function.
-    fn http_session(
+    async fn http_session(
         &self,
         function: &Function,
         request: &http::Request<Full<Bytes>>,
@@ -136,7 +136,7 @@ impl Node {
         if !valid_session_id(id) {
             return Err(InvokeError::InvalidSession);
         }
-        let session = self.sessions.get(id)?;
+        let session = self.sessions.get(id).await?;
         session.touch(self.sessions.epoch());
         session.uses([&function.name[..]]);
         Ok(session)

@@ -41,28 +41,23 @@ impl FunctionConfig {
     }
 }
 
-/// Every function's configuration: on disk (tree `function_config`, JSON
-/// by name) and in memory.
+/// Every function's configuration: on disk (`functions/config/<name>.json`)
+/// and in memory.
 pub(super) struct Configs {
-    tree: sled::Tree,
     loaded: RwLock<HashMap<String, Arc<FunctionConfig>>>,
     none: Arc<FunctionConfig>,
 }
 
 impl Configs {
-    /// Opens the tree and loads every function's configuration.
-    pub(super) fn open(db: &sled::Db) -> Result<Self, RegistryError> {
-        let tree = db.open_tree("function_config")?;
+    /// Loads every function's configuration from `table`.
+    pub(super) fn open(table: &super::records::Table) -> Result<Self, RegistryError> {
         let mut loaded = HashMap::new();
-        for entry in tree.iter() {
-            let (name, raw) = entry?;
+        for (name, raw) in table.entries()? {
             let vars: BTreeMap<String, String> = serde_json::from_slice(&raw)
                 .map_err(|e| RegistryError::Storage(format!("configuration record: {e}")))?;
-            let name = String::from_utf8_lossy(&name).into_owned();
             loaded.insert(name, Arc::new(FunctionConfig::new(&vars)));
         }
         Ok(Self {
-            tree,
             loaded: RwLock::new(loaded),
             none: Arc::default(),
         })
@@ -147,7 +142,7 @@ impl Registry {
     }
 
     async fn write_config(&self, name: &str, record: Option<Vec<u8>>) -> Result<(), RegistryError> {
-        self.put_in(&self.configs.tree, name, record).await?;
+        self.put_in(&self.tables.config, name, record).await?;
         Ok(())
     }
 }

@@ -45,8 +45,7 @@ impl Registry {
             .write()
             .unwrap_or_else(|p| p.into_inner()) = previous;
         let mut unloaded = self.unloaded.write().unwrap_or_else(|p| p.into_inner());
-        for item in self.meta.iter() {
-            let (_, raw) = item?;
+        for (_, raw) in self.tables.current.entries()? {
             let Ok(info) = serde_json::from_slice::<FunctionInfo>(&raw) else {
                 tracing::warn!("skipping an unreadable function record");
                 continue;

@@ -1,5 +1,5 @@
 //! The version a deploy replaced, kept so that it can come back: one
-//! previous version per function (its record in the `previous` tree, its
+//! previous version per function (its record in `functions/previous/`, its
 //! files kept while it is there). A rollback swaps the two.
 
 use super::{FunctionInfo, Registry, RegistryError};
@@ -9,11 +9,10 @@ impl Registry {
     /// The previous versions recorded in the database, by name.
     pub(super) fn read_previous(&self) -> Result<HashMap<String, FunctionInfo>, RegistryError> {
         let mut out = HashMap::new();
-        for item in self.previous.iter() {
-            let (name, raw) = item?;
+        for (name, raw) in self.tables.previous.entries()? {
             match serde_json::from_slice::<FunctionInfo>(&raw) {
                 Ok(info) => {
-                    out.insert(String::from_utf8_lossy(&name).into_owned(), info);
+                    out.insert(name, info);
                 }
                 Err(_) => tracing::warn!("skipping an unreadable previous-version record"),
             }
@@ -43,7 +42,7 @@ impl Registry {
             }
             None => None,
         };
-        self.put_in(&self.previous, name, record).await?;
+        self.put_in(&self.tables.previous, name, record).await?;
         let displaced = {
             let mut map = self
                 .previous_infos
@@ -79,7 +78,8 @@ impl Registry {
         // just made current, whose files stay.
         let record =
             serde_json::to_vec(&current).map_err(|e| RegistryError::Storage(e.to_string()))?;
-        self.put_in(&self.previous, name, Some(record)).await?;
+        self.put_in(&self.tables.previous, name, Some(record))
+            .await?;
         self.previous_infos
             .write()
             .unwrap_or_else(|p| p.into_inner())

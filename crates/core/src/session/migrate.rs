@@ -70,7 +70,7 @@ impl Sessions {
         id: &str,
         entries: &[(String, Versioned)],
     ) -> Result<ModeOutcome, SessionError> {
-        let session = self.get(id)?;
+        let session = self.get(id).await?;
         let mut inner = session.write_by(self.deadline()).await?;
         // Served only once the directory names this node (see `owner`).
         session

@@ -20,6 +20,8 @@ impl Sessions {
         to: SessionMode,
         trigger: Trigger,
     ) -> Result<ModeOutcome, SessionError> {
+        // The count of local sessions is right once the records are in.
+        self.ready().await?;
         if let Some(url) = &inner.record.moved_to {
             return Err(SessionError::Moved(url.clone()));
         }
