@@ -167,6 +167,9 @@ async fn run(
     stage: &Path,
     csv: &Path,
 ) -> Result<()> {
+    if runs == 0 {
+        bail!("--runs must be at least 1");
+    }
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(600))
         .build()?;
@@ -184,7 +187,7 @@ async fn run(
     if new_file {
         writeln!(
             out,
-            "rate_mbps,workload,model,runs,avg_ms,min_ms,args_bytes,states_bytes,control_bytes,wire_bytes"
+            "rate_mbps,workload,model,runs,median_ms,min_ms,max_ms,args_bytes,states_bytes,control_bytes,wire_bytes"
         )?;
     }
     let chosen = all_workloads()
@@ -234,11 +237,12 @@ async fn run(
                 last = body;
             }
             let total = &last["traffic"]["total"];
-            let avg = times.iter().sum::<f64>() / times.len().max(1) as f64;
-            let min = times.iter().copied().fold(f64::INFINITY, f64::min);
+            times.sort_by(f64::total_cmp);
+            let median = median_of(&times);
+            let (min, max) = (times[0], times[times.len() - 1]);
             let control = total["control"].as_u64().unwrap_or(0);
             eprintln!(
-                "{rate:>5} Mb/s  {:<18} {model:<12} avg {avg:>9.1} ms  args {:>8} states {:>8} control {:>9} ({:>7} per task) wire {:>8}",
+                "{rate:>5} Mb/s  {:<18} {model:<12} median {median:>9.1} ms ({min:.1}–{max:.1})  args {:>8} states {:>8} control {:>9} ({:>7} per task) wire {:>8}",
                 w.name,
                 total["args"],
                 total["states"],
@@ -248,7 +252,7 @@ async fn run(
             );
             writeln!(
                 out,
-                "{rate},{},{model},{runs},{avg:.2},{min:.2},{},{},{},{}",
+                "{rate},{},{model},{runs},{median:.2},{min:.2},{max:.2},{},{},{},{}",
                 w.name, total["args"], total["states"], total["control"], total["wire"]
             )?;
         }
@@ -256,12 +260,26 @@ async fn run(
     Ok(())
 }
 
+/// The median of sorted `times` (not empty).
+fn median_of(times: &[f64]) -> f64 {
+    let n = times.len();
+    if n % 2 == 1 {
+        times[n / 2]
+    } else {
+        (times[n / 2 - 1] + times[n / 2]) / 2.0
+    }
+}
+
 /// One CSV row.
 struct Row {
     rate: f64,
     workload: String,
     model: String,
-    avg_ms: f64,
+    /// The median of the timed runs (the mean, in files written before
+    /// the median was kept).
+    ms: f64,
+    /// The fastest and slowest timed run (files with the median only).
+    spread: Option<(f64, f64)>,
     args: f64,
     states: f64,
     wire: f64,
@@ -273,17 +291,24 @@ fn read_rows(csv: &Path) -> Result<Vec<Row>> {
     let mut rows = Vec::new();
     for line in text.lines().skip(1).filter(|l| !l.is_empty()) {
         let f: Vec<&str> = line.split(',').collect();
-        if f.len() != 10 {
-            bail!("malformed row: {line}");
-        }
+        // 11 fields: with the median and the spread; 10: older files (mean, min).
+        let bytes = match f.len() {
+            11 => 7,
+            10 => 6,
+            _ => bail!("malformed row: {line}"),
+        };
         rows.push(Row {
             rate: f[0].parse()?,
             workload: f[1].into(),
             model: f[2].into(),
-            avg_ms: f[4].parse()?,
-            args: f[6].parse()?,
-            states: f[7].parse()?,
-            wire: f[9].parse()?,
+            ms: f[4].parse()?,
+            spread: match f.len() {
+                11 => Some((f[5].parse()?, f[6].parse()?)),
+                _ => None,
+            },
+            args: f[bytes].parse()?,
+            states: f[bytes + 1].parse()?,
+            wire: f[bytes + 3].parse()?,
         });
     }
     Ok(rows)
@@ -303,8 +328,9 @@ fn plot(csv: &Path, out: &Path) -> Result<()> {
             .rev()
             .find(|r| r.workload == w && r.model == m && r.rate == rate)
     };
-    let mut md =
-        String::from("# Emulated links: average end-to-end delay (ms)\n\n| workload | model |");
+    let mut md = String::from(
+        "# Emulated links: end-to-end delay, median of the timed runs (ms)\n\n| workload | model |",
+    );
     for r in &rates {
         let _ = write!(md, " {r} Mb/s |");
     }
@@ -318,20 +344,28 @@ fn plot(csv: &Path, out: &Path) -> Result<()> {
                 label: m,
                 values: rates
                     .iter()
-                    .map(|&rate| find(w, m, rate).map_or(f64::NAN, |r| r.avg_ms))
+                    .map(|&rate| find(w, m, rate).map_or(f64::NAN, |r| r.ms))
                     .collect(),
             })
             .collect();
-        for s in &series {
-            let _ = write!(md, "| {w} | {} |", s.label);
-            for v in &s.values {
-                let _ = write!(md, " {v:.0} |");
+        for m in MODELS {
+            let _ = write!(md, "| {w} | {m} |");
+            for &rate in &rates {
+                let _ = match find(w, m, rate) {
+                    Some(Row {
+                        ms,
+                        spread: Some((min, max)),
+                        ..
+                    }) => write!(md, " {ms:.0} ({min:.0}–{max:.0}) |"),
+                    Some(r) => write!(md, " {:.0} |", r.ms),
+                    None => write!(md, " – |"),
+                };
             }
             md.push('\n');
         }
         report::loglog_chart(
             &out.join(format!("delay-{w}.svg")),
-            &format!("{w}: average end-to-end delay vs link rate"),
+            &format!("{w}: end-to-end delay (median) vs link rate"),
             ("link rate, Mb/s", "delay, ms"),
             &rates,
             &series,

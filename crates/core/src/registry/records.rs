@@ -25,8 +25,16 @@ pub(super) struct Table {
 const SUFFIX: &str = ".json";
 
 impl Table {
+    /// The table in `dir` (made if missing); temp files a crash left
+    /// mid-write are removed.
     fn at(dir: PathBuf) -> std::io::Result<Self> {
         std::fs::create_dir_all(&dir)?;
+        for entry in std::fs::read_dir(&dir)? {
+            let entry = entry?;
+            if entry.file_name().to_string_lossy().starts_with(".tmp-") {
+                std::fs::remove_file(entry.path())?;
+            }
+        }
         Ok(Self { dir })
     }
 
@@ -185,6 +193,10 @@ mod tests {
         );
         assert_eq!(table.put("a", None).unwrap(), Some(b"2".to_vec()));
         assert_eq!(table.put("a", None).unwrap(), None);
+        assert_eq!(table.entries().unwrap().len(), 1);
+        // Opened again, the temp file is gone; the record stays.
+        let table = Table::at(dir.path().join("t")).unwrap();
+        assert!(!dir.path().join("t").join(".tmp-00").exists());
         assert_eq!(table.entries().unwrap().len(), 1);
     }
 }
