@@ -92,7 +92,9 @@ pub struct Node {
 }
 
 impl Node {
-    /// Opens the data dir, builds the engine and loads every deployed function.
+    /// Opens the data dir (refused if another node holds it), builds the
+    /// engine and reads every deployed function's record. The database opens
+    /// in the background ([`Node::database`]): what needs it waits for it.
     pub async fn open(config: NodeConfig) -> Result<Self, NodeError> {
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|e| NodeError::Storage(format!("{}: {e}", config.data_dir.display())))?;
