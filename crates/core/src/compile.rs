@@ -140,6 +140,19 @@ pub async fn in_worker(
             "compilation needed more than {} MiB and was stopped (exit {c})",
             cfg.memory_bytes >> 20
         ))),
+        // The shell's and the kernel's "could not run it": under qemu-user
+        // without binfmt_misc an emulated node cannot start its own binary.
+        Some(c @ (126 | 127)) => Err(WorkerError::Failed(format!(
+            "the compiler process `{} __compile` could not be run (exit {c}){}; \
+             a node that cannot start processes of its own binary (e.g. under \
+             emulation) compiles with --compile-in-process",
+            worker.display(),
+            if message.is_empty() {
+                String::new()
+            } else {
+                format!(": {message}")
+            }
+        ))),
         Some(c) => Err(WorkerError::Failed(format!(
             "compiler process exited with {c}: {message}"
         ))),
@@ -225,4 +238,34 @@ fn peak_rss_kib() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     line.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod worker_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_worker_that_cannot_run_is_named_with_the_way_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let worker = dir.path().join("not-runnable");
+        // What qemu-user's child does when it cannot exec the binary.
+        std::fs::write(&worker, "#!/bin/sh\nexit 127\n").unwrap();
+        let status = std::process::Command::new("chmod")
+            .arg("+x")
+            .arg(&worker)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let cfg = CompileConfig::default();
+        let err = in_worker(&cfg, &worker, &EngineConfig::default(), b"\0asm")
+            .await
+            .unwrap_err();
+        let WorkerError::Failed(message) = err else {
+            panic!("{err:?}");
+        };
+        assert!(message.contains("could not be run (exit 127)"), "{message}");
+        assert!(message.contains("--compile-in-process"), "{message}");
+        assert!(message.contains("not-runnable"), "{message}");
+    }
 }
