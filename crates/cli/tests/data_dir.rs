@@ -35,12 +35,17 @@ fn to_older_layout(data: &Path) {
     db.flush().unwrap();
 }
 
-async fn rollback(node: &TestNode, name: &str) -> reqwest::Response {
-    node.http
-        .post(node.at(&format!("/v1/functions/{name}/rollback")))
-        .send()
-        .await
-        .unwrap()
+/// What a node started on `data` said when it stopped (it must, within a
+/// minute, and not with success).
+async fn refused(data: &Path) -> String {
+    let data = data.to_owned();
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::task::spawn_blocking(move || serve_refuses(&data, &[])),
+    )
+    .await
+    .expect("the node did not stop")
+    .unwrap()
 }
 
 #[tokio::test]
@@ -81,7 +86,7 @@ async fn records_an_older_node_kept_in_its_database_move_to_files_whole() {
         "artifacts kept"
     );
     // The previous version came along: a rollback brings echo back.
-    assert_eq!(rollback(&node, "f").await.status(), 200);
+    assert_eq!(node.rollback("f").await.status(), 200);
     assert_eq!(node.invoke_ok("f", None, "v1").await, "v1");
     node.stop().await;
 
@@ -107,14 +112,7 @@ async fn a_second_node_on_a_data_dir_in_use_is_refused_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let node = TestNode::start(dir.path(), &[]).await;
     node.deploy("echo", guests::ECHO).await;
-    let data = dir.path().to_owned();
-    let said = tokio::time::timeout(
-        Duration::from_secs(60),
-        tokio::task::spawn_blocking(move || serve_refuses(&data, &[])),
-    )
-    .await
-    .expect("the second node did not stop")
-    .unwrap();
+    let said = refused(dir.path()).await;
     assert!(said.contains("in use by another node"), "{said}");
     assert_eq!(node.invoke_ok("echo", None, "first").await, "first");
 }
@@ -126,14 +124,7 @@ async fn a_node_whose_database_cannot_open_stops_with_the_reason() {
     // are files already: nothing to move, the node starts serving first.)
     std::fs::write(dir.path().join("db"), b"not a database").unwrap();
     std::fs::create_dir_all(dir.path().join("functions/records")).unwrap();
-    let data = dir.path().to_owned();
-    let said = tokio::time::timeout(
-        Duration::from_secs(60),
-        tokio::task::spawn_blocking(move || serve_refuses(&data, &[])),
-    )
-    .await
-    .expect("the node did not stop")
-    .unwrap();
+    let said = refused(dir.path()).await;
     assert!(said.contains("the database could not be opened"), "{said}");
     assert!(said.contains("opening the node in"), "{said}");
 }

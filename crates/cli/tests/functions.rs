@@ -387,21 +387,13 @@ fn function_files(data: &std::path::Path) -> usize {
         .sum()
 }
 
-async fn rollback(node: &TestNode, name: &str) -> reqwest::Response {
-    node.http
-        .post(node.at(&format!("/v1/functions/{name}/rollback")))
-        .send()
-        .await
-        .unwrap()
-}
-
 #[tokio::test]
 async fn a_redeploy_keeps_the_previous_version_for_a_rollback() {
     let dir = tempfile::tempdir().unwrap();
     let node = TestNode::start(dir.path(), &[]).await;
     node.deploy("f", guests::ECHO).await;
-    assert_error(rollback(&node, "f").await, 409, "no_previous").await;
-    assert_error(rollback(&node, "nope").await, 404, "not_found").await;
+    assert_error(node.rollback("f").await, 409, "no_previous").await;
+    assert_error(node.rollback("nope").await, 404, "not_found").await;
     // v2 replaces v1: calls run v2, v1 is kept.
     node.deploy("f", guests::COUNTER).await;
     assert_eq!(node.invoke_ok("f", Some("s"), "").await, "1");
@@ -409,7 +401,7 @@ async fn a_redeploy_keeps_the_previous_version_for_a_rollback() {
     let v1 = info["previous"]["digest"].as_str().unwrap().to_owned();
     assert_ne!(info["digest"], v1.as_str());
     // Back to v1 (echo), then forward again to v2 (counter, its state kept).
-    let r = rollback(&node, "f").await;
+    let r = node.rollback("f").await;
     assert_eq!(r.status(), 200);
     assert_eq!(node.invoke_ok("f", None, "v1 again").await, "v1 again");
     assert_eq!(
@@ -423,7 +415,7 @@ async fn a_redeploy_keeps_the_previous_version_for_a_rollback() {
         node.invoke_ok("f", None, "after restart").await,
         "after restart"
     );
-    assert_eq!(rollback(&node, "f").await.status(), 200);
+    assert_eq!(node.rollback("f").await.status(), 200);
     assert_eq!(node.invoke_ok("f", Some("s"), "").await, "2");
     // A third version displaces the oldest: its files go.
     node.deploy("f", guests::MEMO).await;
@@ -436,5 +428,5 @@ async fn a_redeploy_keeps_the_previous_version_for_a_rollback() {
     let r = node.delete_function("f").await;
     assert_eq!(r.status(), 200);
     assert_eq!(function_files(dir.path()), 0);
-    assert_error(rollback(&node, "f").await, 404, "not_found").await;
+    assert_error(node.rollback("f").await, 404, "not_found").await;
 }

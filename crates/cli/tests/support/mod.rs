@@ -388,6 +388,15 @@ impl TestNode {
         (status, r.json().await.unwrap())
     }
 
+    /// `POST /v1/functions/{name}/rollback`: the answer, whatever it is.
+    pub async fn rollback(&self, name: &str) -> reqwest::Response {
+        self.http
+            .post(self.at(&format!("/v1/functions/{name}/rollback")))
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// `POST /v1/sessions/{id}/migrate` to `to`: the answer, whatever it is.
     pub async fn migrate(&self, id: &str, to: &str) -> reqwest::Response {
         self.http
