@@ -46,12 +46,6 @@ pub enum NodeError {
     Peer(#[from] edge_proto::PeerError),
 }
 
-impl From<sled::Error> for NodeError {
-    fn from(e: sled::Error) -> Self {
-        NodeError::Storage(e.to_string())
-    }
-}
-
 impl From<StoreError> for NodeError {
     fn from(e: StoreError) -> Self {
         NodeError::Storage(e.to_string())
